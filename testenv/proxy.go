@@ -1,0 +1,92 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"net"
+	"sync"
+)
+
+// tcpProxy forwards loopback connections to one target and can cut all of them
+// at once, which is how the control endpoint simulates an etcd connection loss.
+type tcpProxy struct {
+	listener net.Listener
+	target   string
+
+	mu    sync.Mutex
+	conns map[net.Conn]struct{}
+}
+
+func startProxy(port int, target string) (*tcpProxy, error) {
+	l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+	if err != nil {
+		return nil, fmt.Errorf("etcd proxy on 127.0.0.1:%d: %w", port, err)
+	}
+	p := &tcpProxy{listener: l, target: target, conns: map[net.Conn]struct{}{}}
+	go p.serve()
+	return p, nil
+}
+
+func (p *tcpProxy) serve() {
+	for {
+		c, err := p.listener.Accept()
+		if err != nil {
+			return
+		}
+		go p.forward(c)
+	}
+}
+
+func (p *tcpProxy) forward(c net.Conn) {
+	up, err := net.Dial("tcp", p.target)
+	if err != nil {
+		c.Close()
+		return
+	}
+	p.track(c, up)
+	done := make(chan struct{}, 2)
+	pipe := func(dst, src net.Conn) {
+		_, _ = io.Copy(dst, src)
+		dst.Close()
+		src.Close()
+		done <- struct{}{}
+	}
+	go pipe(up, c)
+	go pipe(c, up)
+	<-done
+	<-done
+	p.untrack(c, up)
+}
+
+func (p *tcpProxy) track(cs ...net.Conn) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, c := range cs {
+		p.conns[c] = struct{}{}
+	}
+}
+
+func (p *tcpProxy) untrack(cs ...net.Conn) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, c := range cs {
+		delete(p.conns, c)
+	}
+}
+
+// CutAll closes every open connection; new ones are accepted as before.
+func (p *tcpProxy) CutAll() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	n := 0
+	for c := range p.conns {
+		c.Close()
+		n++
+	}
+	return n / 2
+}
+
+func (p *tcpProxy) Close() {
+	p.listener.Close()
+	p.CutAll()
+}
