@@ -232,6 +232,14 @@ impl TestEnv {
         }
     }
 
+    /// Returns an error, with the end of its log, if the control plane has exited.
+    pub fn check_running(&mut self) -> Result<()> {
+        match self.plane.exit_error("while running") {
+            Some(err) => Err(err),
+            None => Ok(()),
+        }
+    }
+
     /// Stops the control plane and removes its directory.
     pub fn stop(mut self) {
         self.plane.stop(Duration::from_secs(30));
