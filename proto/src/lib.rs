@@ -1,0 +1,168 @@
+//! cattail's wire protocol, `cattail.v1`: the generated gRPC types, and the rules that a server
+//! and every agent must apply identically.
+//!
+//! - [`pb`]: the prost messages and the tonic client and server for `cattail/v1/sync.proto`,
+//!   generated ahead of time and checked in (`tests/codegen.rs` keeps them current).
+//! - [`digest`]: the bucketed XOR digest agents send to resume without a full snapshot.
+//! - [`frame`]: payload encoding, bounded decoding, and pre-encoded `ServerMessage` pieces.
+//! - [`hello`]: the protocol checks on an agent's opening message.
+//! - [`resource`]: the `group/version/plural` resource names.
+//!
+//! docs/PROTOCOL.md is the specification; this crate is its Rust implementation.
+
+#![warn(missing_docs)]
+
+use std::fmt;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+/// The protobuf messages and gRPC service of package `cattail.v1`.
+#[path = "gen/cattail.v1.rs"]
+#[rustfmt::skip]
+#[allow(missing_docs, unreachable_pub, clippy::all, clippy::pedantic, rust_2018_idioms)]
+pub mod pb;
+
+pub mod digest;
+mod error;
+pub mod frame;
+pub mod hello;
+pub mod resource;
+
+pub use digest::{DEFAULT_DIGEST_BUCKETS, Digest, MAX_DIGEST_BUCKETS};
+pub use error::{Error, Result};
+pub use resource::Resource;
+
+/// The protocol version this crate speaks: `Hello.protocol_version` and
+/// `Welcome.protocol_version`.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// The largest `Hello` a server accepts unless configured otherwise: 4 MiB.
+///
+/// A resuming `Hello` carries one digest per subscription, 32 KiB each at the default 4096
+/// buckets, so the limit must hold [`DEFAULT_MAX_SUBSCRIPTIONS`] of them (about 2.1 MiB).
+pub const DEFAULT_MAX_HELLO_BYTES: u32 = 4 * 1024 * 1024;
+
+/// The largest gRPC message either side sends unless configured otherwise: 16 MiB.
+pub const DEFAULT_MAX_MESSAGE_BYTES: u32 = 16 * 1024 * 1024;
+
+/// How often a server sends a `Heartbeat` on an idle stream unless configured otherwise.
+pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(10);
+
+/// The most subscriptions a `Hello` may carry unless the server is configured otherwise.
+pub const DEFAULT_MAX_SUBSCRIPTIONS: u32 = 64;
+
+/// How long a server waits for the `Hello` after a stream opens, unless configured otherwise.
+pub const DEFAULT_HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The length of an epoch on the wire, in bytes.
+pub const EPOCH_LEN: usize = 16;
+
+/// The `Limits` a server with the default configuration sends in its `Welcome`.
+#[must_use]
+pub fn default_limits() -> pb::Limits {
+    pb::Limits {
+        max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+        max_hello_bytes: DEFAULT_MAX_HELLO_BYTES,
+        heartbeat_interval_ms: u32::try_from(DEFAULT_HEARTBEAT_INTERVAL.as_millis())
+            .unwrap_or(u32::MAX),
+        max_subscriptions: DEFAULT_MAX_SUBSCRIPTIONS,
+    }
+}
+
+/// The 128-bit id a server process draws at start; `(epoch, revision)` names one exact state.
+///
+/// On the wire it is 16 bytes (`Welcome.epoch`, `Resume.epoch`); in logs, 32 lowercase hex
+/// digits. A `u128` converts big-endian, so `Epoch::from(1)` is fifteen zero bytes and a one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Epoch([u8; EPOCH_LEN]);
+
+impl Epoch {
+    /// An epoch from its 16 bytes.
+    #[must_use]
+    pub const fn from_array(bytes: [u8; EPOCH_LEN]) -> Self {
+        Epoch(bytes)
+    }
+
+    /// An epoch from a wire field.
+    ///
+    /// # Errors
+    /// [`Error::InvalidEpoch`] unless `bytes` is exactly 16 bytes long.
+    pub fn from_slice(bytes: &[u8]) -> Result<Self> {
+        <[u8; EPOCH_LEN]>::try_from(bytes)
+            .map(Epoch)
+            .map_err(|_| Error::InvalidEpoch(bytes.len()))
+    }
+
+    /// The 16 bytes.
+    #[must_use]
+    pub const fn as_array(&self) -> &[u8; EPOCH_LEN] {
+        &self.0
+    }
+
+    /// The epoch as a wire field.
+    #[must_use]
+    pub fn to_bytes(&self) -> Bytes {
+        Bytes::copy_from_slice(&self.0)
+    }
+}
+
+impl From<u128> for Epoch {
+    fn from(value: u128) -> Self {
+        Epoch(value.to_be_bytes())
+    }
+}
+
+impl From<Epoch> for u128 {
+    fn from(epoch: Epoch) -> Self {
+        u128::from_be_bytes(epoch.0)
+    }
+}
+
+impl fmt::Display for Epoch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:032x}", u128::from(*self))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn epochs_round_trip_through_the_wire_and_u128() {
+        let epoch = Epoch::from(0x0123_4567_89ab_cdef_0011_2233_4455_6677u128);
+        assert_eq!(epoch.to_string(), "0123456789abcdef0011223344556677");
+        assert_eq!(epoch.as_array()[0], 0x01);
+        assert_eq!(Epoch::from_slice(&epoch.to_bytes()).unwrap(), epoch);
+        assert_eq!(Epoch::from(1u128).to_string(), format!("{:032}", 1));
+        assert_eq!(u128::from(Epoch::from_array([0xff; 16])), u128::MAX);
+    }
+
+    #[test]
+    fn epochs_must_be_sixteen_bytes() {
+        assert!(matches!(
+            Epoch::from_slice(&[]),
+            Err(Error::InvalidEpoch(0))
+        ));
+        assert!(matches!(
+            Epoch::from_slice(&[0; 17]),
+            Err(Error::InvalidEpoch(17))
+        ));
+    }
+
+    #[test]
+    fn default_limits_match_the_documented_numbers() {
+        let limits = default_limits();
+        assert_eq!(limits.max_message_bytes, 16 << 20);
+        assert_eq!(limits.max_hello_bytes, 4 << 20);
+        assert_eq!(limits.heartbeat_interval_ms, 10_000);
+        assert_eq!(limits.max_subscriptions, 64);
+    }
+
+    #[test]
+    fn the_generated_service_has_the_documented_path() {
+        // Agents in other languages dial the method `/cattail.v1.Sync/Watch`.
+        assert_eq!(pb::sync_server::SERVICE_NAME, "cattail.v1.Sync");
+    }
+}
