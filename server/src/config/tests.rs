@@ -1,0 +1,362 @@
+//! Tests of config parsing and validation: the defaults, the YAML format, and error messages
+//! that name the offending field.
+
+use std::time::Duration;
+
+use super::*;
+
+fn path(s: &str) -> FieldPath {
+    FieldPath::parse(s).unwrap()
+}
+
+fn resource(s: &str) -> Resource {
+    Resource::parse(s).unwrap()
+}
+
+/// The error message of a config that must be rejected.
+fn rejected(yaml: &str) -> String {
+    match ServerConfig::from_yaml_str(yaml) {
+        Ok(config) => panic!("accepted {yaml:?} as {config:?}"),
+        Err(e) => e.to_string(),
+    }
+}
+
+fn assert_mentions(message: &str, parts: &[&str]) {
+    for part in parts {
+        assert!(
+            message.contains(part),
+            "{message:?} does not mention {part:?}"
+        );
+    }
+}
+
+#[test]
+fn default_profile_matches_the_design() {
+    let config = ServerConfig::default();
+    config.validate().unwrap();
+    let names: Vec<&str> = config
+        .resources
+        .iter()
+        .map(|r| r.resource.as_str())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "v1/pods",
+            "v1/namespaces",
+            "v1/nodes",
+            "v1/services",
+            "discovery.k8s.io/v1/endpointslices",
+            "networking.k8s.io/v1/networkpolicies",
+            "v1/serviceaccounts",
+        ]
+    );
+    let pods = config.resource(&resource("v1/pods")).unwrap();
+    assert_eq!(pods.scope, Some(path("spec.nodeName")));
+    let fields: Vec<&str> = pods.fields.iter().map(FieldPath::as_str).collect();
+    assert_eq!(
+        fields,
+        [
+            "metadata.labels",
+            "spec.nodeName",
+            "spec.serviceAccountName",
+            "spec.hostNetwork",
+            "spec.containers[].ports",
+            "status.podIPs",
+            "status.phase",
+        ]
+    );
+    let nodes = config.resource(&resource("v1/nodes")).unwrap();
+    assert!(nodes.fields.contains(&path("spec.podCIDRs")));
+    assert!(nodes.scope.is_none());
+    assert_eq!(default_for(&resource("v1/nodes")).as_ref(), Some(nodes));
+    assert!(default_for(&resource("apps/v1/deployments")).is_none());
+}
+
+#[test]
+fn empty_document_gives_the_defaults() {
+    assert_eq!(
+        ServerConfig::from_yaml_str("").unwrap(),
+        ServerConfig::default()
+    );
+    assert_eq!(
+        ServerConfig::from_yaml_str("store:\n  batch_max_changes: 10\n")
+            .unwrap()
+            .resources,
+        default_resources()
+    );
+}
+
+#[test]
+fn parses_a_full_file() {
+    let config = ServerConfig::from_yaml_str(
+        r#"
+resources:
+  - resource: v1/pods
+    fields: [metadata.labels, "spec.containers[].name", "spec.containers[].ports"]
+    scope: spec.nodeName
+  - resource: crd.projectcalico.org/v1/globalnetworkpolicies
+store:
+  log_max_bytes: 1000
+  log_max_batches: 10
+  log_max_age: 90s
+  batch_max_changes: 5
+projection:
+  max_object_bytes: 2048
+"#,
+    )
+    .unwrap();
+    assert_eq!(config.resources.len(), 2);
+    let calico = &config.resources[1];
+    assert_eq!(calico.resource.group(), "crd.projectcalico.org");
+    assert!(calico.fields.is_empty());
+    assert_eq!(calico.scope, None);
+    assert_eq!(config.store.log_max_age, Duration::from_secs(90));
+    assert_eq!(config.store.log_max_batches, 10);
+    assert_eq!(config.projection.max_object_bytes, 2048);
+}
+
+#[test]
+fn serializes_back_to_an_equal_config() {
+    let config = ServerConfig::default();
+    let yaml = serde_yaml_ng::to_string(&config).unwrap();
+    assert!(yaml.contains("log_max_age: 10m"), "{yaml}");
+    assert_eq!(ServerConfig::from_yaml_str(&yaml).unwrap(), config);
+}
+
+#[test]
+fn load_reads_a_file_and_names_it_in_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("good.yaml");
+    std::fs::write(&good, "resources:\n  - resource: v1/nodes\n").unwrap();
+    let config = ServerConfig::load(&good).unwrap();
+    assert_eq!(
+        config.resources,
+        vec![ResourceConfig::new(resource("v1/nodes"))]
+    );
+
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(&bad, "resources: []\n").unwrap();
+    let message = ServerConfig::load(&bad).unwrap_err().to_string();
+    assert_mentions(&message, &["bad.yaml", "resources", "at least one"]);
+
+    let missing = dir.path().join("missing.yaml");
+    let message = ServerConfig::load(&missing).unwrap_err().to_string();
+    assert_mentions(&message, &["cannot read config file", "missing.yaml"]);
+}
+
+#[test]
+fn unknown_fields_are_rejected_by_name() {
+    let message = rejected("resources:\n  - resource: v1/pods\n    feilds: [a]\n");
+    assert_mentions(
+        &message,
+        &["resources[0]", "unknown field `feilds`", "line 3"],
+    );
+    let message = rejected("stroe:\n  log_max_bytes: 1\n");
+    assert_mentions(&message, &["unknown field `stroe`"]);
+    let message = rejected("store:\n  log_max_byte: 1\n");
+    assert_mentions(&message, &["store", "unknown field `log_max_byte`"]);
+}
+
+#[test]
+fn bad_values_name_their_place_and_value() {
+    let message = rejected("resources:\n  - resource: v1/pods\n  - resource: pods\n");
+    assert_mentions(
+        &message,
+        &["resources[1]", "\"pods\"", "group/version/plural"],
+    );
+    let message = rejected("resources:\n  - resource: v1/pods\n    fields: [a, 'spec..x']\n");
+    assert_mentions(
+        &message,
+        &["resources[0].fields", "spec..x", "empty segment"],
+    );
+    let message = rejected("store:\n  log_max_age: soon\n");
+    assert_mentions(&message, &["store", "\"soon\"", "not a duration"]);
+    let message = rejected("store:\n  log_max_bytes: -1\n");
+    assert_mentions(&message, &["store.log_max_bytes"]);
+}
+
+#[test]
+fn cross_field_rules_name_the_field() {
+    let cases: &[(&str, &[&str])] = &[
+        (
+            "resources:\n  - resource: v1/pods\n  - resource: v1/nodes\n  - resource: v1/pods\n",
+            &["resources[2].resource", "listed twice", "resources[0]"],
+        ),
+        (
+            "resources:\n  - resource: v1/pods\n    fields: [a.b, c, a.b]\n",
+            &["resources[0].fields[2]", "a.b is listed twice"],
+        ),
+        (
+            "resources:\n  - resource: v1/pods\n    fields: [metadata]\n",
+            &["resources[0].fields[0]", "metadata.labels"],
+        ),
+        (
+            "resources:\n  - resource: v1/pods\n    fields: [metadata.resourceVersion]\n",
+            &["resources[0].fields[0]", "never projected"],
+        ),
+        (
+            "resources:\n  - resource: v1/pods\n    fields: [metadata.managedFields]\n",
+            &["resources[0].fields[0]", "managedFields"],
+        ),
+        (
+            "resources:\n  - resource: v1/pods\n    scope: 'spec.containers[].name'\n",
+            &["resources[0].scope", "one string field"],
+        ),
+        (
+            "resources:\n  - resource: v1/pods\n    fields: ['spec.c[].a', spec.c.b]\n",
+            &["resources[0].fields[1]", "spec.c", "fields[0]", "array"],
+        ),
+        ("resources: []\n", &["resources", "at least one"]),
+        (
+            "store:\n  log_max_batches: 0\n",
+            &["store.log_max_batches", "greater than 0"],
+        ),
+        (
+            "store:\n  log_max_age: 0s\n",
+            &["store.log_max_age", "greater than 0"],
+        ),
+        (
+            "projection:\n  max_object_bytes: 0\n",
+            &["projection.max_object_bytes"],
+        ),
+    ];
+    for (yaml, parts) in cases {
+        let message = rejected(yaml);
+        assert_mentions(&message, parts);
+    }
+}
+
+#[test]
+fn limits_on_counts() {
+    let mut yaml = String::from("resources:\n");
+    for i in 0..=MAX_RESOURCES {
+        yaml.push_str(&format!("  - resource: example.com/v1/things{i}\n"));
+    }
+    assert_mentions(
+        &rejected(&yaml),
+        &["resources", "65 resources", "at most 64"],
+    );
+
+    let fields: Vec<String> = (0..=MAX_FIELDS).map(|i| format!("spec.f{i}")).collect();
+    let yaml = format!(
+        "resources:\n  - resource: v1/pods\n    fields: [{}]\n",
+        fields.join(", ")
+    );
+    assert_mentions(&rejected(&yaml), &["resources[0].fields", "65 fields"]);
+
+    // Exactly at the limits is fine.
+    let config = ServerConfig {
+        resources: (0..MAX_RESOURCES)
+            .map(|i| ResourceConfig::new(resource(&format!("example.com/v1/things{i}"))))
+            .collect(),
+        ..ServerConfig::default()
+    };
+    config.validate().unwrap();
+}
+
+#[test]
+fn resource_names() {
+    let pods = resource("v1/pods");
+    assert_eq!(
+        (
+            pods.group(),
+            pods.version(),
+            pods.plural(),
+            pods.api_version()
+        ),
+        ("", "v1", "pods", "v1")
+    );
+    let np = resource("networking.k8s.io/v1/networkpolicies");
+    assert_eq!(
+        (np.group(), np.version(), np.plural(), np.api_version()),
+        (
+            "networking.k8s.io",
+            "v1",
+            "networkpolicies",
+            "networking.k8s.io/v1"
+        )
+    );
+    let beta = resource("apps/v2beta1/deployments");
+    assert_eq!((beta.group(), beta.version()), ("apps", "v2beta1"));
+    assert_eq!(beta.to_string(), "apps/v2beta1/deployments");
+
+    for bad in [
+        "pods",
+        "/v1/pods",
+        "a/b/c/d",
+        "v1/Pods",
+        "V1/pods",
+        "v0/pods",
+        "v1beta/pods",
+        "v1gamma1/pods",
+        "Apps/v1/deployments",
+        "apps./v1/deployments",
+        "v1/-pods",
+        "v1/",
+        "",
+    ] {
+        assert!(Resource::parse(bad).is_err(), "accepted {bad:?}");
+    }
+    assert!(matches!(
+        Resource::parse("v1/Pods"),
+        Err(ResourceError::Plural { .. })
+    ));
+    assert!(matches!(
+        Resource::parse("x_y/v1/pods"),
+        Err(ResourceError::Group { .. })
+    ));
+}
+
+#[test]
+fn field_path_syntax() {
+    let p = path("spec.containers[].ports");
+    assert_eq!(p.segments().len(), 3);
+    assert!(p.segments()[1].each && !p.segments()[2].each);
+    assert!(p.is_multi_valued());
+    assert_eq!(p.to_string(), "spec.containers[].ports");
+    assert!(path("metadata.labels").starts_with(&["metadata"]));
+    assert!(!path("metadata").starts_with(&["metadata", "labels"]));
+    assert!(!path("spec.containers[].ports").starts_with(&["spec", "containers"]));
+
+    assert_eq!(FieldPath::parse(""), Err(FieldPathError::Empty));
+    for (bad, expected) in [
+        (".a", "empty segment"),
+        ("a..b", "empty segment"),
+        ("a.", "empty segment"),
+        ("a[]", "ends with `[]`"),
+        ("a.b[]", "ends with `[]`"),
+        ("a[0].b", "invalid segment"),
+        ("a[].[]", "invalid segment"),
+        ("a b", "invalid segment"),
+        ("a/b", "invalid segment"),
+        ("a[]b.c", "invalid segment"),
+    ] {
+        let message = FieldPath::parse(bad).unwrap_err().to_string();
+        assert_mentions(&message, &[expected]);
+    }
+    let deep = vec!["a"; MAX_SEGMENTS + 1].join(".");
+    assert!(matches!(
+        FieldPath::parse(&deep),
+        Err(FieldPathError::TooDeep { count: 17, .. })
+    ));
+    let long = "a".repeat(MAX_PATH_BYTES + 1);
+    assert!(matches!(
+        FieldPath::parse(&long),
+        Err(FieldPathError::TooLong { .. })
+    ));
+}
+
+#[test]
+fn builders_validate_in_code() {
+    let config = ResourceConfig::new(resource("v1/pods"))
+        .with_field(path("spec.nodeName"))
+        .with_field(path("spec.nodeName"));
+    let message = config.validate().unwrap_err().to_string();
+    assert_mentions(&message, &["fields[1]", "listed twice"]);
+    let ok = ResourceConfig::new(resource("v1/pods"))
+        .with_field(path("spec.containers"))
+        .with_field(path("spec.containers[].name"))
+        .with_scope(path("spec.nodeName"));
+    ok.validate().unwrap();
+}

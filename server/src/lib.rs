@@ -1,0 +1,10 @@
+//! cattail-server: one watch per resource against the Kubernetes API, fanned out to many agents.
+//!
+//! This crate holds the cluster-independent core: [`config`] (the YAML file and typed config),
+//! [`k8s::project`] (projection of API objects to canonical JSON bytes) and [`store`] (the
+//! single-writer state with dedupe, relist diffs, revisions, the bounded log and snapshots).
+//! Lower modules never import higher ones: `config` <- `store` <- `k8s`.
+
+pub mod config;
+pub mod k8s;
+pub mod store;
