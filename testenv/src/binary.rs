@@ -41,7 +41,10 @@ fn target_dir() -> PathBuf {
 pub fn ensure_binary() -> Result<BinaryPaths> {
     let module_dir = module_dir();
     if let Some(bin) = std::env::var_os("CATTAIL_TESTENV_BIN").filter(|b| !b.is_empty()) {
-        return Ok(BinaryPaths { binary: PathBuf::from(bin), module_dir });
+        return Ok(BinaryPaths {
+            binary: PathBuf::from(bin),
+            module_dir,
+        });
     }
     let out_dir = target_dir().join("testenv");
     fs::create_dir_all(&out_dir).map_err(|e| Error::io(&out_dir, e))?;
@@ -74,7 +77,10 @@ pub fn ensure_binary() -> Result<BinaryPaths> {
     if !output.status.success() {
         let mut text = String::from_utf8_lossy(&output.stdout).into_owned();
         text.push_str(&String::from_utf8_lossy(&output.stderr));
-        return Err(Error::GoBuild { dir: module_dir, output: text });
+        return Err(Error::GoBuild {
+            dir: module_dir,
+            output: text,
+        });
     }
     fs::rename(&tmp, &binary).map_err(|e| Error::io(&binary, e))?;
     fs::write(&stamp, &want).map_err(|e| Error::io(&stamp, e))?;
@@ -96,7 +102,10 @@ fn version_ldflags(dir: &Path) -> Result<String> {
         .map(|(major, rest)| (major, rest.split('.').next().unwrap_or_default()))
         .unwrap_or_default();
     let mut flags = vec!["-s".to_owned(), "-w".to_owned()];
-    for package in ["k8s.io/component-base/version", "k8s.io/client-go/pkg/version"] {
+    for package in [
+        "k8s.io/component-base/version",
+        "k8s.io/client-go/pkg/version",
+    ] {
         for (var, value) in [
             ("gitVersion", version),
             ("gitMajor", major),
@@ -135,7 +144,11 @@ fn source_hash(dir: &Path) -> Result<String> {
     let mut hasher = Sha256::new();
     for file in &files {
         let content = fs::read(file).map_err(|e| Error::io(file, e))?;
-        hasher.update(file.file_name().map(|n| n.as_encoded_bytes()).unwrap_or_default());
+        hasher.update(
+            file.file_name()
+                .map(|n| n.as_encoded_bytes())
+                .unwrap_or_default(),
+        );
         hasher.update((content.len() as u64).to_le_bytes());
         hasher.update(&content);
     }

@@ -25,17 +25,27 @@ pub struct CompactOutcome {
 /// Forces a compaction through the control endpoint `control` (`http://127.0.0.1:PORT`,
 /// the `control` field of [`crate::ReadyInfo`]). Blocking.
 pub fn compact(control: &str) -> Result<CompactOutcome> {
-    let err = |message: String| Error::Control { url: control.to_owned(), message };
+    let err = |message: String| Error::Control {
+        url: control.to_owned(),
+        message,
+    };
     let host = control
         .strip_prefix("http://")
         .ok_or_else(|| err("expected an http:// URL".into()))?
         .trim_end_matches('/');
     let mut stream = TcpStream::connect(host).map_err(|e| err(e.to_string()))?;
-    stream.set_read_timeout(Some(Duration::from_secs(60))).map_err(|e| err(e.to_string()))?;
-    write!(stream, "POST /compact HTTP/1.0\r\nHost: {host}\r\nContent-Length: 0\r\n\r\n")
+    stream
+        .set_read_timeout(Some(Duration::from_secs(60)))
         .map_err(|e| err(e.to_string()))?;
+    write!(
+        stream,
+        "POST /compact HTTP/1.0\r\nHost: {host}\r\nContent-Length: 0\r\n\r\n"
+    )
+    .map_err(|e| err(e.to_string()))?;
     let mut response = String::new();
-    stream.read_to_string(&mut response).map_err(|e| err(e.to_string()))?;
+    stream
+        .read_to_string(&mut response)
+        .map_err(|e| err(e.to_string()))?;
     let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
     let status = head.lines().next().unwrap_or_default();
     if !status.contains(" 200 ") {

@@ -117,7 +117,9 @@ pub struct TestEnv {
 
 impl std::fmt::Debug for TestEnv {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TestEnv").field("info", self.plane.info()).finish_non_exhaustive()
+        f.debug_struct("TestEnv")
+            .field("info", self.plane.info())
+            .finish_non_exhaustive()
     }
 }
 
@@ -142,7 +144,12 @@ impl TestEnv {
         .map_err(|e| Error::io("spawn_blocking", std::io::Error::other(e)))??;
         let config = load_config(&plane.info().kubeconfig).await?;
         let client = kube::Client::try_from(config.clone())?;
-        Ok(TestEnv { plane, config, client, dir: Some(dir) })
+        Ok(TestEnv {
+            plane,
+            config,
+            client,
+            dir: Some(dir),
+        })
     }
 
     /// An admin client (group `system:masters`).
@@ -172,12 +179,18 @@ impl TestEnv {
 
     /// The data directory (removed on drop).
     pub fn dir(&self) -> &Path {
-        self.dir.as_ref().map_or(&self.plane.info().dir, |d| d.path())
+        self.dir
+            .as_ref()
+            .map_or(&self.plane.info().dir, |d| d.path())
     }
 
     /// A client that authenticates as the ServiceAccount `namespace/name`, with a
     /// fresh token from the TokenRequest API. The ServiceAccount must exist.
-    pub async fn service_account_client(&self, namespace: &str, name: &str) -> Result<kube::Client> {
+    pub async fn service_account_client(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<kube::Client> {
         let accounts: Api<ServiceAccount> = Api::namespaced(self.client(), namespace);
         let request = TokenRequest {
             spec: Some(TokenRequestSpec {
@@ -187,7 +200,9 @@ impl TestEnv {
             }),
             ..Default::default()
         };
-        let issued = accounts.create_token_request(name, &PostParams::default(), &request).await?;
+        let issued = accounts
+            .create_token_request(name, &PostParams::default(), &request)
+            .await?;
         let token = issued.status.and_then(|s| s.token).unwrap_or_default();
         if token.is_empty() {
             return Err(Error::Kubeconfig {
@@ -196,7 +211,10 @@ impl TestEnv {
             });
         }
         let mut config = self.config.clone();
-        config.auth_info = kube::config::AuthInfo { token: Some(token.into()), ..Default::default() };
+        config.auth_info = kube::config::AuthInfo {
+            token: Some(token.into()),
+            ..Default::default()
+        };
         Ok(kube::Client::try_from(config)?)
     }
 
@@ -225,7 +243,10 @@ impl TestEnv {
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
                 Ok(body) => {
-                    return Err(Error::Control { url: "/readyz".into(), message: body });
+                    return Err(Error::Control {
+                        url: "/readyz".into(),
+                        message: body,
+                    });
                 }
                 Err(e) => return Err(e.into()),
             }
@@ -246,16 +267,21 @@ impl TestEnv {
     }
 }
 
-fn http_get(path: &str) -> http::Request<Vec<u8>> {
+fn http_get(path: &'static str) -> http::Request<Vec<u8>> {
     let mut request = http::Request::new(Vec::new());
-    *request.uri_mut() = http::Uri::from_maybe_shared(path.to_owned()).unwrap_or_default();
+    *request.uri_mut() = http::Uri::from_maybe_shared(path).unwrap_or_default();
     request
 }
 
 async fn load_config(path: &Path) -> Result<kube::Config> {
-    let kubeconfig = Kubeconfig::read_from(path)
-        .map_err(|e| Error::Kubeconfig { path: path.to_owned(), message: e.to_string() })?;
+    let kubeconfig = Kubeconfig::read_from(path).map_err(|e| Error::Kubeconfig {
+        path: path.to_owned(),
+        message: e.to_string(),
+    })?;
     kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
         .await
-        .map_err(|e| Error::Kubeconfig { path: path.to_owned(), message: e.to_string() })
+        .map_err(|e| Error::Kubeconfig {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })
 }

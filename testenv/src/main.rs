@@ -13,7 +13,11 @@ use clap::{Parser, Subcommand};
 use tokio::signal::unix::{SignalKind, signal};
 
 #[derive(Parser, Debug)]
-#[command(name = "cattail-testenv", version, about = "A real kube-apiserver and etcd on loopback")]
+#[command(
+    name = "cattail-testenv",
+    version,
+    about = "A real kube-apiserver and etcd on loopback"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -70,7 +74,9 @@ struct UpArgs {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt().with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .init();
     match Cli::parse().command {
         Command::Up(args) => up(args).await,
         Command::Build => {
@@ -81,7 +87,10 @@ async fn main() -> anyhow::Result<()> {
         Command::Compact { dir } => {
             let info_path = dir.join("testenv.json");
             let text = std::fs::read_to_string(&info_path).with_context(|| {
-                format!("reading {} (is `cattail-testenv up` running there?)", info_path.display())
+                format!(
+                    "reading {} (is `cattail-testenv up` running there?)",
+                    info_path.display()
+                )
             })?;
             let info: ReadyInfo = serde_json::from_str(&text)?;
             let outcome = cattail_testenv::compact(&info.control)?;
@@ -124,7 +133,10 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
             }
         }
     }
-    eprintln!("cattail-testenv: stopping the control plane (pid {})", plane.pid());
+    eprintln!(
+        "cattail-testenv: stopping the control plane (pid {})",
+        plane.pid()
+    );
     tokio::task::spawn_blocking(move || plane.stop(Duration::from_secs(30))).await?;
     Ok(())
 }

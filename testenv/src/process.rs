@@ -45,7 +45,10 @@ impl ControlPlane {
             .stderr(log_file)
             .process_group(0)
             .spawn()
-            .map_err(|source| Error::Spawn { binary: binary.to_owned(), source })?;
+            .map_err(|source| Error::Spawn {
+                binary: binary.to_owned(),
+                source,
+            })?;
 
         let (tx, rx) = mpsc::channel();
         if let Some(stdout) = child.stdout.take() {
@@ -60,7 +63,12 @@ impl ControlPlane {
         }
 
         let deadline = Instant::now() + options.ready_timeout;
-        let mut plane = ControlPlane { child, info: ReadyInfo::default(), log, stopped: false };
+        let mut plane = ControlPlane {
+            child,
+            info: ReadyInfo::default(),
+            log,
+            stopped: false,
+        };
         loop {
             match rx.recv_timeout(Duration::from_millis(100)) {
                 Ok(line) if line.trim_start().starts_with('{') => {
@@ -120,7 +128,9 @@ impl ControlPlane {
             return;
         }
         self.stopped = true;
-        let Ok(raw) = i32::try_from(self.child.id()) else { return };
+        let Ok(raw) = i32::try_from(self.child.id()) else {
+            return;
+        };
         let pid = Pid::from_raw(raw);
         let _ = kill(pid, Signal::SIGTERM);
         let deadline = Instant::now() + grace;
@@ -144,7 +154,9 @@ impl Drop for ControlPlane {
 
 /// The last `lines` lines of a log file, read from its last 64 KiB.
 pub(crate) fn tail(path: &Path, lines: usize) -> String {
-    let Ok(mut file) = File::open(path) else { return String::from("(no log)") };
+    let Ok(mut file) = File::open(path) else {
+        return String::from("(no log)");
+    };
     let len = file.metadata().map(|m| m.len()).unwrap_or(0);
     let _ = file.seek(SeekFrom::Start(len.saturating_sub(64 * 1024)));
     let mut text = String::new();

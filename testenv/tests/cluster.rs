@@ -1,6 +1,8 @@
 //! Against the real kube-apiserver and etcd: objects, CRDs, kube-runtime watchers,
 //! a forced compaction with the 410 Gone relist it causes, and RBAC.
 
+#![allow(clippy::unwrap_used)] // tests fail loudly on purpose
+
 use std::collections::BTreeSet;
 use std::time::Duration;
 
@@ -20,7 +22,10 @@ const WAIT: Duration = Duration::from_secs(60);
 async fn create_namespace(client: &kube::Client, name: &str) {
     let namespaces: Api<Namespace> = Api::all(client.clone());
     let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": name}})).unwrap();
-    namespaces.create(&PostParams::default(), &ns).await.unwrap();
+    namespaces
+        .create(&PostParams::default(), &ns)
+        .await
+        .unwrap();
 }
 
 fn pod(name: &str, node: &str) -> Pod {
@@ -38,15 +43,24 @@ fn pod(name: &str, node: &str) -> Pod {
 /// Patches a pod's status with IPs and a phase, as a kubelet would.
 async fn patch_status(pods: &Api<Pod>, name: &str, ip: &str) {
     let status = json!({"status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}]}});
-    pods.patch_status(name, &PatchParams::default(), &Patch::Merge(&status)).await.unwrap();
+    pods.patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
 async fn version_is_the_pinned_kubernetes() {
     let env = TestEnv::start().await.unwrap();
     let version = env.client().apiserver_version().await.unwrap();
-    assert_eq!((version.major.as_str(), version.minor.as_str()), ("1", "36"));
-    assert!(version.git_version.starts_with("v1.36."), "{}", version.git_version);
+    assert_eq!(
+        (version.major.as_str(), version.minor.as_str()),
+        ("1", "36")
+    );
+    assert!(
+        version.git_version.starts_with("v1.36."),
+        "{}",
+        version.git_version
+    );
 
     // The README tells people to point kubectl at DIR/kubeconfig; check that it works.
     match std::process::Command::new("kubectl")
@@ -56,9 +70,16 @@ async fn version_is_the_pinned_kubernetes() {
         .output()
     {
         Ok(out) => {
-            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
             let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-            assert!(v["gitVersion"].as_str().unwrap().starts_with("v1.36."), "{v}");
+            assert!(
+                v["gitVersion"].as_str().unwrap().starts_with("v1.36."),
+                "{v}"
+            );
         }
         Err(e) => eprintln!("kubectl not on PATH ({e}); checked /version through kube only"),
     }
@@ -86,10 +107,13 @@ async fn pods_and_custom_resources_are_watched() {
     .unwrap();
     crds.create(&PostParams::default(), &crd).await.unwrap();
     let established = kube::runtime::wait::conditions::is_crd_established();
-    timeout(WAIT, kube::runtime::wait::await_condition(crds, "widgets.example.com", established))
-        .await
-        .unwrap()
-        .unwrap();
+    timeout(
+        WAIT,
+        kube::runtime::wait::await_condition(crds, "widgets.example.com", established),
+    )
+    .await
+    .unwrap()
+    .unwrap();
     let gvk = GroupVersionKind::gvk("example.com", "v1", "Widget");
     let widgets: Api<DynamicObject> =
         Api::namespaced_with(client.clone(), "demo", &ApiResource::from_gvk(&gvk));
@@ -106,11 +130,18 @@ async fn pods_and_custom_resources_are_watched() {
 
     // Pods on nodes, with kubelet-style status, seen through kube-runtime's watcher.
     let pods: Api<Pod> = Api::namespaced(client.clone(), "demo");
-    pods.create(&PostParams::default(), &pod("p1", "node-1")).await.unwrap();
+    pods.create(&PostParams::default(), &pod("p1", "node-1"))
+        .await
+        .unwrap();
     let mut stream = watcher::watcher(pods.clone(), watcher::Config::default()).boxed();
     let mut initial = BTreeSet::new();
     loop {
-        match timeout(WAIT, stream.try_next()).await.unwrap().unwrap().unwrap() {
+        match timeout(WAIT, stream.try_next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap()
+        {
             Event::Init => {}
             Event::InitApply(p) => {
                 initial.insert(p.metadata.name.unwrap());
@@ -121,7 +152,9 @@ async fn pods_and_custom_resources_are_watched() {
     }
     assert_eq!(initial, BTreeSet::from(["p1".to_owned()]));
 
-    pods.create(&PostParams::default(), &pod("p2", "node-2")).await.unwrap();
+    pods.create(&PostParams::default(), &pod("p2", "node-2"))
+        .await
+        .unwrap();
     patch_status(&pods, "p2", "10.0.0.2").await;
     // Wait until the watcher shows p2 with its IP on node-2.
     timeout(WAIT, async {
@@ -142,7 +175,10 @@ async fn pods_and_custom_resources_are_watched() {
     // And a custom resource watched the same way sees a delete.
     let mut widget_stream = watcher::watcher(widgets.clone(), watcher::Config::default()).boxed();
     timeout(WAIT, async {
-        while !matches!(widget_stream.try_next().await.unwrap().unwrap(), Event::InitDone) {}
+        while !matches!(
+            widget_stream.try_next().await.unwrap().unwrap(),
+            Event::InitDone
+        ) {}
     })
     .await
     .unwrap();
@@ -165,7 +201,9 @@ async fn watcher_relists_after_compaction_410() {
     let client = env.client();
     create_namespace(&client, "churn").await;
     let pods: Api<Pod> = Api::namespaced(client.clone(), "churn");
-    pods.create(&PostParams::default(), &pod("before", "node-1")).await.unwrap();
+    pods.create(&PostParams::default(), &pod("before", "node-1"))
+        .await
+        .unwrap();
 
     let mut stream = watcher::watcher(pods.clone(), watcher::Config::default()).boxed();
     timeout(WAIT, async {
@@ -175,13 +213,15 @@ async fn watcher_relists_after_compaction_410() {
     .unwrap();
 
     // Changes made while the watch is open arrive as plain Apply events.
-    pods.create(&PostParams::default(), &pod("during", "node-1")).await.unwrap();
+    pods.create(&PostParams::default(), &pod("during", "node-1"))
+        .await
+        .unwrap();
     timeout(WAIT, async {
         loop {
-            if let Event::Apply(p) = stream.try_next().await.unwrap().unwrap() {
-                if p.metadata.name.as_deref() == Some("during") {
-                    break;
-                }
+            if let Event::Apply(p) = stream.try_next().await.unwrap().unwrap()
+                && p.metadata.name.as_deref() == Some("during")
+            {
+                break;
             }
         }
     })
@@ -190,7 +230,9 @@ async fn watcher_relists_after_compaction_410() {
 
     let outcome = env.compact().await.unwrap();
     assert!(outcome.revision > 0);
-    pods.create(&PostParams::default(), &pod("after", "node-2")).await.unwrap();
+    pods.create(&PostParams::default(), &pod("after", "node-2"))
+        .await
+        .unwrap();
 
     // The watch resumes from a compacted resourceVersion: the server answers 410 Gone
     // and the watcher starts over with a full list that holds all three pods.
@@ -215,7 +257,10 @@ async fn watcher_relists_after_compaction_410() {
     assert!(saw_gone, "no 410 Gone was observed");
     let want: BTreeSet<String> = ["before", "during", "after"].map(String::from).into();
     // "after" may arrive in the relist or right after it, depending on timing.
-    assert!(relisted.is_superset(&["before", "during"].map(String::from).into()), "{relisted:?}");
+    assert!(
+        relisted.is_superset(&["before", "during"].map(String::from).into()),
+        "{relisted:?}"
+    );
     assert!(relisted.is_subset(&want), "{relisted:?}");
 }
 
@@ -225,7 +270,8 @@ async fn service_account_can_read_pods_but_not_secrets() {
     let admin = env.client();
     create_namespace(&admin, "rbac").await;
     let accounts: Api<ServiceAccount> = Api::namespaced(admin.clone(), "rbac");
-    let sa: ServiceAccount = serde_json::from_value(json!({"metadata": {"name": "agent"}})).unwrap();
+    let sa: ServiceAccount =
+        serde_json::from_value(json!({"metadata": {"name": "agent"}})).unwrap();
     accounts.create(&PostParams::default(), &sa).await.unwrap();
     let role: Role = serde_json::from_value(json!({
         "metadata": {"name": "pod-reader"},

@@ -1,6 +1,8 @@
 //! The launcher's promises: clear errors on bad input, crashes reported instead of
 //! hung on, and no process left behind however it is stopped.
 
+#![allow(clippy::unwrap_used)] // tests fail loudly on purpose
+
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -12,7 +14,9 @@ use nix::unistd::Pid;
 /// Whether a process exists (and is not a zombie).
 fn alive(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => !stat.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+        Ok(stat) => !stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
         Err(_) => false,
     }
 }
@@ -21,9 +25,15 @@ fn alive(pid: u32) -> bool {
 fn children(pid: u32) -> Vec<u32> {
     let mut found = Vec::new();
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(child) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
-        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else { continue };
-        let ppid = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(1));
+        let Ok(child) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1));
         if ppid == Some(&pid.to_string()) {
             found.push(child);
         }
@@ -34,7 +44,10 @@ fn children(pid: u32) -> Vec<u32> {
 fn wait_gone(pids: &[u32], within: Duration) {
     let deadline = Instant::now() + within;
     while pids.iter().any(|p| alive(*p)) {
-        assert!(Instant::now() < deadline, "still running after {within:?}: {pids:?}");
+        assert!(
+            Instant::now() < deadline,
+            "still running after {within:?}: {pids:?}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -44,7 +57,10 @@ async fn drop_stops_everything() {
     let env = TestEnv::start().await.unwrap();
     let pid = env.pid();
     let kids = children(pid);
-    assert!(!kids.is_empty(), "kube-controller-manager should run as a child");
+    assert!(
+        !kids.is_empty(),
+        "kube-controller-manager should run as a child"
+    );
     let dir = env.dir().to_owned();
     drop(env);
     let mut all = kids;
@@ -69,7 +85,10 @@ async fn a_crash_is_reported_with_the_log() {
     };
     let text = err.to_string();
     assert!(matches!(err, Error::Exited { .. }), "{text}");
-    assert!(text.contains("while running") && text.contains("testenv.log"), "{text}");
+    assert!(
+        text.contains("while running") && text.contains("testenv.log"),
+        "{text}"
+    );
     // The controller-manager child dies with its parent (Pdeathsig).
     wait_gone(&kids, Duration::from_secs(10));
 }
@@ -78,9 +97,15 @@ async fn a_crash_is_reported_with_the_log() {
 async fn a_port_in_use_is_a_clear_error() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port();
-    let options = Options { apiserver_port: port, ..Options::default() };
+    let options = Options {
+        apiserver_port: port,
+        ..Options::default()
+    };
     let err = TestEnv::start_with(options).await.unwrap_err().to_string();
-    assert!(err.contains(&format!("port {port} on 127.0.0.1 is in use")), "{err}");
+    assert!(
+        err.contains(&format!("port {port} on 127.0.0.1 is in use")),
+        "{err}"
+    );
     assert!(err.contains("before it was ready"), "{err}");
 }
 
@@ -88,15 +113,25 @@ async fn a_port_in_use_is_a_clear_error() {
 fn an_unwritable_dir_is_a_clear_error() {
     let binary = ensure_binary().unwrap().binary;
     // Even root cannot create directories under /proc.
-    let err = ControlPlane::spawn(&binary, "/proc/cattail-testenv".as_ref(), &Options::default())
-        .unwrap_err();
+    let err = ControlPlane::spawn(
+        &binary,
+        "/proc/cattail-testenv".as_ref(),
+        &Options::default(),
+    )
+    .unwrap_err();
     assert!(err.to_string().contains("/proc/cattail-testenv"), "{err}");
 
     // The Go binary checks too, for people who run it directly.
-    let out = Command::new(&binary).args(["up", "--dir", "/proc/cattail-testenv"]).output().unwrap();
+    let out = Command::new(&binary)
+        .args(["up", "--dir", "/proc/cattail-testenv"])
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("data dir /proc/cattail-testenv is not usable"), "{stderr}");
+    assert!(
+        stderr.contains("data dir /proc/cattail-testenv is not usable"),
+        "{stderr}"
+    );
 
     let out = Command::new(&binary).arg("up").output().unwrap();
     assert_eq!(out.status.code(), Some(2));
@@ -114,7 +149,9 @@ fn launch_cli(dir: &std::path::Path) -> (std::process::Child, ReadyInfo) {
         .spawn()
         .unwrap();
     let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
     let info: ReadyInfo = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{line:?}: {e}"));
     assert!(info.kubeconfig.exists(), "{info:?}");
     assert!(info.server.starts_with("https://127.0.0.1:"), "{info:?}");
@@ -132,7 +169,10 @@ fn cli_stops_cleanly_on_sigint() {
         if let Some(status) = cli.try_wait().unwrap() {
             break status;
         }
-        assert!(Instant::now() < deadline, "cattail-testenv up did not stop on SIGINT");
+        assert!(
+            Instant::now() < deadline,
+            "cattail-testenv up did not stop on SIGINT"
+        );
         std::thread::sleep(Duration::from_millis(50));
     };
     assert!(status.success(), "{status}");
