@@ -5,3 +5,4 @@
 //! enough to run on every watch event before anything is compared or stored.
 
 pub mod project;
+pub mod watch;

@@ -5,6 +5,8 @@
 //! single-writer state with dedupe, relist diffs, revisions, the bounded log and snapshots).
 //! Lower modules never import higher ones: `config` <- `store` <- `k8s`.
 
+pub mod admin;
+pub mod args;
 pub mod config;
 pub mod k8s;
 pub mod store;

@@ -259,8 +259,9 @@ fn display_name(namespace: &str, name: &str) -> String {
 }
 
 /// xxh3-64 of `RULES_VERSION`, the resource, the sorted distinct fields and the scope, each
-/// terminated by a newline (field paths and resources cannot contain one).
-fn fingerprint(config: &ResourceConfig) -> u64 {
+/// terminated by a newline (field paths and resources cannot contain one). Public because the
+/// server announces fingerprints before discovery has told it each kind.
+pub fn fingerprint(config: &ResourceConfig) -> u64 {
     xxhash_rust::xxh3::xxh3_64(fingerprint_text(config).as_bytes())
 }
 

@@ -1,0 +1,72 @@
+//! Command-line arguments of `cattail`, and where they are wired into typed config.
+//!
+//! Every flag has a `CATTAIL_*` environment variable. The YAML file (`--config`) holds the
+//! resources and projections; flags hold what differs per deployment (addresses, credentials).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// cattail: watch the Kubernetes API once, fan it out to thousands of node agents.
+#[derive(Parser, Debug)]
+#[command(name = "cattail", version, about, long_about = None)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Watch the configured resources and serve them to agents over gRPC.
+    ///
+    /// Works in-cluster (the pod's ServiceAccount) or with --kubeconfig. Readiness
+    /// (/readyz on the admin port) turns ok once every resource has been listed.
+    Serve(ServeArgs),
+    /// Check a config file and print the effective configuration as YAML.
+    CheckConfig {
+        /// The YAML config file.
+        #[arg(long, env = "CATTAIL_CONFIG")]
+        config: Option<PathBuf>,
+    },
+}
+
+/// Flags of `cattail serve`.
+#[derive(clap::Args, Debug)]
+pub struct ServeArgs {
+    /// Kubeconfig to use; without it, in-cluster config or $KUBECONFIG.
+    #[arg(long, env = "CATTAIL_KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+    /// gRPC address agents connect to.
+    #[arg(long, default_value = "0.0.0.0:5473", env = "CATTAIL_LISTEN")]
+    pub listen: SocketAddr,
+    /// HTTP address for /livez, /readyz, /metrics and /status.
+    #[arg(long, default_value = "0.0.0.0:9101", env = "CATTAIL_ADMIN_LISTEN")]
+    pub admin_listen: SocketAddr,
+    /// YAML config file: resources, projections, store limits. Defaults to the built-in
+    /// network-agent profile (pods, namespaces, nodes, services, endpointslices,
+    /// networkpolicies, serviceaccounts).
+    #[arg(long, env = "CATTAIL_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Use streaming lists (sendInitialEvents) for the initial list and relists.
+    #[arg(long, env = "CATTAIL_STREAMING_LISTS", default_value_t = false)]
+    pub streaming_lists: bool,
+    /// How long to wait for agents and tasks to stop after SIGTERM.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration, env = "CATTAIL_SHUTDOWN_GRACE")]
+    pub shutdown_grace: Duration,
+    /// Log format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "CATTAIL_LOG_FORMAT")]
+    pub log_format: LogFormat,
+}
+
+/// How logs are written.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
