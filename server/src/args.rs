@@ -51,8 +51,9 @@ pub struct ServeArgs {
     /// networkpolicies, serviceaccounts).
     #[arg(long, env = "CATTAIL_CONFIG")]
     pub config: Option<PathBuf>,
-    /// Use streaming lists (sendInitialEvents) for the initial list and relists.
-    #[arg(long, env = "CATTAIL_STREAMING_LISTS", default_value_t = false)]
+    /// Use streaming lists (sendInitialEvents, served from the API server's watch cache) for
+    /// the initial list and relists; set to false for API servers older than 1.34.
+    #[arg(long, env = "CATTAIL_STREAMING_LISTS", default_value_t = true, action = clap::ArgAction::Set)]
     pub streaming_lists: bool,
     /// How long to wait for agents and tasks to stop after SIGTERM.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration, env = "CATTAIL_SHUTDOWN_GRACE")]

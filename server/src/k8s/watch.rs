@@ -79,7 +79,7 @@ pub struct WatchInput {
 #[derive(Clone, Debug)]
 pub struct WatchConfig {
     /// Use streaming lists (`sendInitialEvents`), which the API server serves from its watch
-    /// cache without building one big list response.
+    /// cache without building one big list response. On by default (Kubernetes 1.34 and later).
     pub streaming_lists: bool,
     /// Page size of a paginated list (when streaming lists are off).
     pub page_size: u32,
@@ -90,7 +90,7 @@ pub struct WatchConfig {
 impl Default for WatchConfig {
     fn default() -> Self {
         WatchConfig {
-            streaming_lists: false,
+            streaming_lists: true,
             page_size: 500,
             discovery_retry: Duration::from_secs(5),
         }
@@ -113,7 +113,10 @@ pub async fn resolve(client: &kube::Client, resource: &Resource) -> Result<Resol
     let gv = GroupVersion::gv(resource.group(), resource.version());
     let group = kube::discovery::oneshot::pinned_group(client, &gv)
         .await
-        .map_err(|source| Error::Discovery { resource: resource.clone(), source })?;
+        .map_err(|source| Error::Discovery {
+            resource: resource.clone(),
+            source,
+        })?;
     let (api, caps): (ApiResource, ApiCapabilities) = group
         .versioned_resources(resource.version())
         .into_iter()
@@ -207,8 +210,13 @@ pub async fn run(
         };
         metrics::counter!("cattail_updates_received_total", "resource" => label.clone())
             .increment(1);
-        let Some(event) = translate(&projection, &label, event) else { continue };
-        let input = WatchInput { resource: resource.clone(), event };
+        let Some(event) = translate(&projection, &label, event) else {
+            continue;
+        };
+        let input = WatchInput {
+            resource: resource.clone(),
+            event,
+        };
         if tx.send(input).await.is_err() {
             return;
         }
@@ -216,7 +224,11 @@ pub async fn run(
 }
 
 /// Projects one watcher event; an object that cannot be projected is logged and skipped.
-fn translate(projection: &Projection, label: &str, event: Event<DynamicObject>) -> Option<WatchEvent> {
+fn translate(
+    projection: &Projection,
+    label: &str,
+    event: Event<DynamicObject>,
+) -> Option<WatchEvent> {
     let project = |object: DynamicObject| -> Option<ProjectedObject> {
         let value = serde_json::to_value(&object).ok()?;
         match projection.project(&value) {
