@@ -105,7 +105,7 @@ mod tests {
     fn map_event_keeps_the_event_kind() {
         let mapped = map_event(Event::Delete(1), |n| Ok::<_, ()>(n + 1)).unwrap();
         assert!(matches!(mapped, Event::Delete(2)));
-        let mapped = map_event(Event::<i32>::InitDone, |n| Ok::<_, ()>(n)).unwrap();
+        let mapped = map_event(Event::<i32>::InitDone, Ok::<i32, ()>).unwrap();
         assert!(matches!(mapped, Event::InitDone));
         assert!(map_event(Event::Apply(1), |_| Err::<i32, _>("bad")).is_err());
     }

@@ -171,7 +171,9 @@ impl Session {
         if let (Some(limit), Some(resume)) = (limit, hello.resume.as_mut()) {
             resume.digests.sort_by_key(|digest| digest.buckets.len());
             while hello.encoded_len() > limit as usize {
-                let Some(resume) = hello.resume.as_mut() else { break };
+                let Some(resume) = hello.resume.as_mut() else {
+                    break;
+                };
                 if resume.digests.pop().is_none() {
                     break;
                 }
@@ -440,4 +442,4 @@ fn stored(upsert: pb::Upsert) -> (ObjectKey, StoredObject) {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -146,16 +146,15 @@ mod tests {
         let pods = Subscription::for_type::<Pod>().unwrap();
         assert_eq!(pods.explicit_resource().unwrap().to_string(), "v1/pods");
         let policies = resource_of::<NetworkPolicy>().unwrap();
-        assert_eq!(
-            policies.to_string(),
-            "networking.k8s.io/v1/networkpolicies"
-        );
+        assert_eq!(policies.to_string(), "networking.k8s.io/v1/networkpolicies");
     }
 
     #[test]
     fn the_explicit_resource_wins_over_the_default() {
         let default = resource_of::<Pod>().unwrap();
-        let resolved = Subscription::default().node_scoped().resolve(Some(&default));
+        let resolved = Subscription::default()
+            .node_scoped()
+            .resolve(Some(&default));
         assert_eq!(
             resolved,
             Some(ResolvedSubscription::new(default.clone()).node_scoped())

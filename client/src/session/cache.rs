@@ -67,7 +67,8 @@ pub(crate) struct ObjectCache {
 }
 
 impl ObjectCache {
-    /// An empty cache whose digest has `bucket_count` buckets.
+    /// An empty cache with the given (empty) digest.
+    #[cfg(test)]
     pub(crate) fn with_digest(digest: Digest) -> Self {
         ObjectCache {
             objects: BTreeMap::new(),
@@ -108,6 +109,7 @@ impl ObjectCache {
     }
 
     /// The object at `key`.
+    #[cfg(test)]
     pub(crate) fn get(&self, key: &ObjectKey) -> Option<&StoredObject> {
         self.objects.get(key)
     }
@@ -118,6 +120,7 @@ impl ObjectCache {
     }
 
     /// The number of objects.
+    #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.objects.len()
     }
@@ -171,7 +174,9 @@ mod tests {
         ));
         assert_eq!(cache.upsert(key.clone(), stored("{}", "2")), None);
         assert_eq!(cache.get(&key).unwrap().resource_version, "2");
-        let change = cache.upsert(key.clone(), stored(r#"{"a":1}"#, "3")).unwrap();
+        let change = cache
+            .upsert(key.clone(), stored(r#"{"a":1}"#, "3"))
+            .unwrap();
         let CacheChange::Applied(object) = change else {
             panic!("expected an Applied change, got {change:?}");
         };

@@ -72,10 +72,8 @@ impl Coverage {
             .filter(|key| self.covers(key, bucket_count))
             .cloned()
             .collect();
-        let mut changes: Vec<CacheChange> = removed
-            .iter()
-            .filter_map(|key| cache.delete(key))
-            .collect();
+        let mut changes: Vec<CacheChange> =
+            removed.iter().filter_map(|key| cache.delete(key)).collect();
         for (key, operation) in self.staged {
             let change = match operation {
                 Some(object) => cache.upsert(key, object),

@@ -8,17 +8,17 @@ use crate::subscription::ResolvedSubscription;
 
 mod flows;
 
-pub(super) const PODS: &str = "v1/pods";
-pub(super) const NODES: &str = "v1/nodes";
-pub(super) const NODE: &str = "node-a";
-pub(super) const BUCKETS: u32 = 16;
+pub(crate) const PODS: &str = "v1/pods";
+pub(crate) const NODES: &str = "v1/nodes";
+pub(crate) const NODE: &str = "node-a";
+pub(crate) const BUCKETS: u32 = 16;
 
-pub(super) fn epoch(n: u128) -> Epoch {
+pub(crate) fn epoch(n: u128) -> Epoch {
     Epoch::from(n)
 }
 
 /// A session subscribed to node-scoped pods and all nodes.
-pub(super) fn session() -> Session {
+pub(crate) fn session() -> Session {
     Session::new(SessionConfig {
         agent_id: "agent-1".into(),
         node_name: NODE.into(),
@@ -32,7 +32,7 @@ pub(super) fn session() -> Session {
     .unwrap()
 }
 
-pub(super) fn welcome(epoch: Epoch, mode: ResumeMode, head: u64) -> ServerMessage {
+pub(crate) fn welcome(epoch: Epoch, mode: ResumeMode, head: u64) -> ServerMessage {
     ServerMessage {
         welcome: Some(pb::Welcome {
             protocol_version: 1,
@@ -57,17 +57,17 @@ pub(super) fn welcome(epoch: Epoch, mode: ResumeMode, head: u64) -> ServerMessag
 
 /// A frame's contents before encoding.
 #[derive(Clone, Default)]
-pub(super) struct FrameSpec {
-    pub(super) resource: &'static str,
-    pub(super) revision: u64,
-    pub(super) replace: bool,
-    pub(super) buckets: Vec<u32>,
-    pub(super) upserts: Vec<(&'static str, String)>,
-    pub(super) deletes: Vec<&'static str>,
+pub(crate) struct FrameSpec {
+    pub(crate) resource: &'static str,
+    pub(crate) revision: u64,
+    pub(crate) replace: bool,
+    pub(crate) buckets: Vec<u32>,
+    pub(crate) upserts: Vec<(&'static str, String)>,
+    pub(crate) deletes: Vec<&'static str>,
 }
 
 impl FrameSpec {
-    pub(super) fn delta(resource: &'static str, revision: u64) -> Self {
+    pub(crate) fn delta(resource: &'static str, revision: u64) -> Self {
         FrameSpec {
             resource,
             revision,
@@ -75,7 +75,7 @@ impl FrameSpec {
         }
     }
 
-    pub(super) fn replace(resource: &'static str, revision: u64) -> Self {
+    pub(crate) fn replace(resource: &'static str, revision: u64) -> Self {
         FrameSpec {
             replace: true,
             ..FrameSpec::delta(resource, revision)
@@ -83,22 +83,28 @@ impl FrameSpec {
     }
 
     /// Upserts `name` (in namespace `default` for pods) with value `{"v":<version>}`.
-    pub(super) fn put(mut self, name: &'static str, version: u32) -> Self {
+    pub(crate) fn put(mut self, name: &'static str, version: u32) -> Self {
         self.upserts.push((name, format!(r#"{{"v":{version}}}"#)));
         self
     }
 
-    pub(super) fn del(mut self, name: &'static str) -> Self {
+    /// Upserts `name` with exactly `value`.
+    pub(crate) fn put_value(mut self, name: &'static str, value: &str) -> Self {
+        self.upserts.push((name, value.to_owned()));
+        self
+    }
+
+    pub(crate) fn del(mut self, name: &'static str) -> Self {
         self.deletes.push(name);
         self
     }
 
-    pub(super) fn buckets(mut self, buckets: &[u32]) -> Self {
+    pub(crate) fn buckets(mut self, buckets: &[u32]) -> Self {
         self.buckets = buckets.to_vec();
         self
     }
 
-    pub(super) fn encode(&self) -> pb::Frame {
+    pub(crate) fn encode(&self) -> pb::Frame {
         let (namespace, scope) = namespace_and_scope(self.resource);
         let payload = FramePayload {
             upserts: (self.upserts.iter())
@@ -125,7 +131,7 @@ impl FrameSpec {
             replaced_buckets: self.buckets.clone(),
         };
         // Alternate encodings so both decoding paths are exercised.
-        let encoding = if self.revision % 2 == 0 {
+        let encoding = if self.revision.is_multiple_of(2) {
             Encoding::ProtoZstd
         } else {
             Encoding::Proto
@@ -135,7 +141,7 @@ impl FrameSpec {
 }
 
 /// Pods live in `default` and are scoped to [`NODE`]; nodes are cluster scoped and unscoped.
-pub(super) fn namespace_and_scope(resource: &str) -> (&'static str, &'static str) {
+pub(crate) fn namespace_and_scope(resource: &str) -> (&'static str, &'static str) {
     if resource == PODS {
         ("default", NODE)
     } else {
@@ -143,21 +149,21 @@ pub(super) fn namespace_and_scope(resource: &str) -> (&'static str, &'static str
     }
 }
 
-pub(super) fn frames(specs: &[FrameSpec]) -> ServerMessage {
+pub(crate) fn frames(specs: &[FrameSpec]) -> ServerMessage {
     ServerMessage {
         frames: specs.iter().map(FrameSpec::encode).collect(),
         ..ServerMessage::default()
     }
 }
 
-pub(super) fn synced(revision: u64) -> ServerMessage {
+pub(crate) fn synced(revision: u64) -> ServerMessage {
     ServerMessage {
         synced: Some(pb::Synced { revision }),
         ..ServerMessage::default()
     }
 }
 
-pub(super) fn heartbeat(head_revision: u64) -> ServerMessage {
+pub(crate) fn heartbeat(head_revision: u64) -> ServerMessage {
     ServerMessage {
         heartbeat: Some(pb::Heartbeat {
             head_revision,
@@ -168,7 +174,7 @@ pub(super) fn heartbeat(head_revision: u64) -> ServerMessage {
 }
 
 /// Merges messages the way concatenated encodings merge on the wire.
-pub(super) fn join(messages: Vec<ServerMessage>) -> ServerMessage {
+pub(crate) fn join(messages: Vec<ServerMessage>) -> ServerMessage {
     let mut bytes = Vec::new();
     for message in messages {
         bytes.extend(message.encode_to_vec());
@@ -177,7 +183,7 @@ pub(super) fn join(messages: Vec<ServerMessage>) -> ServerMessage {
 }
 
 /// Events as compact strings: `"v1/pods init"`, `"v1/pods apply web {\"v\":1}"`, ...
-pub(super) fn describe(applied: &Applied) -> Vec<String> {
+pub(crate) fn describe(applied: &Applied) -> Vec<String> {
     applied
         .events
         .iter()
@@ -203,7 +209,7 @@ pub(super) fn describe(applied: &Applied) -> Vec<String> {
 }
 
 /// Asserts every digest equals one recomputed from the cache.
-pub(super) fn assert_digests_consistent(session: &Session) {
+pub(crate) fn assert_digests_consistent(session: &Session) {
     for subscription in &session.subscriptions {
         let digest = subscription.cache.digest();
         let recomputed = subscription
@@ -220,7 +226,7 @@ pub(super) fn assert_digests_consistent(session: &Session) {
 
 /// A session that received a snapshot at revision 10 from `epoch(1)`: pods web-0 and web-1,
 /// node n1.
-pub(super) fn synced_session() -> Session {
+pub(crate) fn synced_session() -> Session {
     let mut session = session();
     session.begin_stream();
     session
@@ -341,6 +347,9 @@ fn an_empty_resource_is_still_initialised() {
         ]))
         .unwrap();
     let described = describe(&applied);
-    assert!(described.contains(&"v1/nodes init".to_owned()), "{described:?}");
+    assert!(
+        described.contains(&"v1/nodes init".to_owned()),
+        "{described:?}"
+    );
     assert!(described.ends_with(&["v1/nodes init".into(), "v1/nodes init-done".into()]));
 }

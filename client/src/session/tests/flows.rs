@@ -107,7 +107,10 @@ fn a_digest_resync_replaces_only_the_named_buckets() {
     let mut session = synced_session();
     let bucket_of = |name| cattail_proto::digest::bucket_of("default", name, BUCKETS).unwrap();
     let (web0, web1) = (bucket_of("web-0"), bucket_of("web-1"));
-    assert_ne!(web0, web1, "the test needs web-0 and web-1 in different buckets");
+    assert_ne!(
+        web0, web1,
+        "the test needs web-0 and web-1 in different buckets"
+    );
     let resume = session.begin_stream().resume.unwrap();
     let pods_digest = resume.digests.iter().find(|d| d.resource == PODS).unwrap();
     assert_eq!(pods_digest.scope, NODE);
@@ -124,7 +127,11 @@ fn a_digest_resync_replaces_only_the_named_buckets() {
     assert_eq!(describe(&applied), [r#"v1/pods delete web-0 {"v":1}"#]);
     let names: Vec<String> = session.objects(PODS).into_iter().map(|o| o.name).collect();
     assert_eq!(names, ["web-1"]);
-    assert_eq!(session.objects(NODES).len(), 1, "uncovered pairs are untouched");
+    assert_eq!(
+        session.objects(NODES).len(),
+        1,
+        "uncovered pairs are untouched"
+    );
     assert_digests_consistent(&session);
 }
 
@@ -135,7 +142,10 @@ fn a_resync_in_the_middle_of_a_stream_is_diffed() {
         .apply(frames(&[FrameSpec::replace(NODES, 90).put("n1", 2)]))
         .unwrap();
     assert!(applied.events.is_empty());
-    assert_eq!(applied.ack, None, "a resync does not move the complete revision");
+    assert_eq!(
+        applied.ack, None,
+        "a resync does not move the complete revision"
+    );
     assert_eq!(session.apply(heartbeat(95)).unwrap().ack, None);
     let applied = session.apply(synced(90)).unwrap();
     assert_eq!(describe(&applied), [r#"v1/nodes apply n1 {"v":2}"#]);

@@ -1,0 +1,119 @@
+//! The connection's error type. Most errors end one stream and are followed by a reconnect;
+//! [`Error::is_fatal`] says which ones end the event stream for good.
+
+use std::time::Duration;
+
+/// A `Result` whose error is the connection's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Why a stream to a cattail server ended, or could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The client has no endpoints. Fatal.
+    #[error("no cattail server endpoints configured; give at least one, e.g. http://cattail:7443")]
+    NoEndpoints,
+
+    /// The client is a direct client, which has no cattail stream. Fatal.
+    #[error("this client watches the API server directly; use a watcher, not a cattail stream")]
+    DirectClient,
+
+    /// An endpoint is not a valid URI. Fatal.
+    #[error("invalid endpoint {endpoint:?}: {source}; write it as http://host:port")]
+    InvalidEndpoint {
+        /// The endpoint as configured.
+        endpoint: String,
+        /// What the URI parser said.
+        source: tonic::transport::Error,
+    },
+
+    /// The subscriptions or identity cannot make a valid `Hello`. Fatal.
+    #[error("invalid agent configuration: {0}")]
+    Config(#[source] crate::session::Error),
+
+    /// A subscription has no resource, and the stream has no type to take it from. Fatal.
+    #[error("a subscription has no resource; set one with Subscription::for_resource")]
+    MissingResource,
+
+    /// Connecting to an endpoint failed.
+    #[error("cannot connect to {endpoint}: {source}")]
+    Connect {
+        /// The endpoint.
+        endpoint: String,
+        /// The transport error.
+        source: tonic::transport::Error,
+    },
+
+    /// The server refused the stream or ended it with a status.
+    #[error("{endpoint} ended the stream: {code:?}: {message}", code = status.code(), message = status.message())]
+    Status {
+        /// The endpoint.
+        endpoint: String,
+        /// The gRPC status.
+        status: tonic::Status,
+    },
+
+    /// The server ended the stream without a status.
+    #[error("{endpoint} closed the stream")]
+    Closed {
+        /// The endpoint.
+        endpoint: String,
+    },
+
+    /// Nothing arrived for too long: no Welcome, or no message in three heartbeat intervals.
+    #[error("{endpoint} sent nothing for {idle:?}; treating the stream as dead")]
+    Idle {
+        /// The endpoint.
+        endpoint: String,
+        /// How long the stream was silent.
+        idle: Duration,
+    },
+
+    /// The server sent something the session cannot follow.
+    #[error("{endpoint} broke the protocol: {source}")]
+    Protocol {
+        /// The endpoint.
+        endpoint: String,
+        /// What the session refused.
+        source: crate::session::Error,
+    },
+}
+
+impl Error {
+    /// True when the event stream ends after this error: the configuration cannot work.
+    #[must_use]
+    pub fn is_fatal(&self) -> bool {
+        matches!(
+            self,
+            Error::NoEndpoints
+                | Error::DirectClient
+                | Error::InvalidEndpoint { .. }
+                | Error::Config(_)
+                | Error::MissingResource
+        )
+    }
+
+    /// True when the server refused this agent's `Hello` as malformed or for a protocol version
+    /// it does not speak: retrying the same configuration will not help.
+    #[must_use]
+    pub fn is_refused_hello(&self) -> bool {
+        matches!(
+            self,
+            Error::Status { status, .. }
+                if matches!(
+                    status.code(),
+                    tonic::Code::InvalidArgument | tonic::Code::FailedPrecondition
+                )
+        )
+    }
+
+    /// True when the server is over its agent target (or the Hello too large): another
+    /// replica should be tried at once.
+    #[must_use]
+    pub fn is_overloaded(&self) -> bool {
+        matches!(
+            self,
+            Error::Status { status, .. } if status.code() == tonic::Code::ResourceExhausted
+        )
+    }
+}
