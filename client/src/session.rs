@@ -12,16 +12,16 @@
 
 mod cache;
 mod decode;
+mod hello;
 mod resync;
 mod welcome;
 
 use std::sync::Arc;
 
 use bytes::Bytes;
-use cattail_proto::pb::{self, Encoding, ServerMessage};
-use cattail_proto::{Digest, Epoch, PROTOCOL_VERSION};
+use cattail_proto::pb::{self, ServerMessage};
+use cattail_proto::{Digest, Epoch};
 use kube::runtime::watcher::Event;
-use prost::Message;
 
 use self::cache::{CacheChange, ObjectCache, ObjectKey, StoredObject};
 use self::decode::{DecodedFrame, decode_frames};
@@ -143,66 +143,6 @@ impl Session {
         self.link = None;
         self.resumed_from = self.complete;
         self.hello()
-    }
-
-    /// The `Hello` for a new stream: identity, subscriptions, accepted encodings, and a
-    /// `Resume` whose digests are dropped, largest first, until it fits the last known
-    /// `max_hello_bytes`.
-    #[must_use]
-    pub fn hello(&self) -> pb::Hello {
-        let mut hello = pb::Hello {
-            protocol_version: PROTOCOL_VERSION,
-            agent_id: self.config.agent_id.clone(),
-            node_name: self.config.node_name.clone(),
-            agent_version: self.config.agent_version.clone(),
-            subscriptions: self
-                .config
-                .subscriptions
-                .iter()
-                .map(|subscription| pb::Subscription {
-                    resource: subscription.resource.to_string(),
-                    node_scoped: subscription.node_scoped,
-                })
-                .collect(),
-            resume: self.resume(),
-            accepted_encodings: vec![Encoding::ProtoZstd as i32, Encoding::Proto as i32],
-        };
-        let limit = self.max_hello_bytes.filter(|&limit| limit > 0);
-        if let (Some(limit), Some(resume)) = (limit, hello.resume.as_mut()) {
-            resume.digests.sort_by_key(|digest| digest.buckets.len());
-            while hello.encoded_len() > limit as usize {
-                let Some(resume) = hello.resume.as_mut() else {
-                    break;
-                };
-                if resume.digests.pop().is_none() {
-                    break;
-                }
-            }
-        }
-        hello
-    }
-
-    /// What the agent holds, for `Hello.resume`: `None` before the first `Synced`.
-    #[must_use]
-    pub fn resume(&self) -> Option<pb::Resume> {
-        let complete = self.complete?;
-        let digests = self
-            .subscriptions
-            .iter()
-            .filter_map(|subscription| {
-                let fingerprint = subscription.fingerprint?;
-                Some(subscription.cache.digest().to_proto(
-                    &subscription.resource,
-                    &subscription.scope,
-                    fingerprint,
-                ))
-            })
-            .collect();
-        Some(pb::Resume {
-            epoch: complete.epoch.to_bytes(),
-            revision: complete.revision,
-            digests,
-        })
     }
 
     /// The state the cache holds completely: `None` before the first `Synced`.

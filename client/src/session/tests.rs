@@ -1,7 +1,8 @@
 //! Session tests: hand-built `ServerMessage`s in, events, acks, caches and digests out.
 
 use cattail_proto::frame::{FrameHeader, encode_frame};
-use cattail_proto::pb::{FramePayload, ObjectKey as PbKey, ResumeMode, Upsert};
+use cattail_proto::pb::{Encoding, FramePayload, ObjectKey as PbKey, ResumeMode, Upsert};
+use prost::Message;
 
 use super::*;
 use crate::subscription::ResolvedSubscription;
