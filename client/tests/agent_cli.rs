@@ -197,3 +197,77 @@ async fn dump_exits_non_zero_on_timeout() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("timed out after 1s"), "{stderr}");
 }
+
+/// A free loopback port: bound, then released for the agent to take.
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+/// `GET /metrics` over plain HTTP/1.1; `None` while nothing listens yet.
+async fn scrape(port: u16) -> Option<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .ok()?;
+    let request = "GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
+    stream.write_all(request.as_bytes()).await.ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.ok()?;
+    Some(response)
+}
+
+#[tokio::test]
+async fn run_serves_metrics_and_stops_cleanly_on_sigterm() {
+    let endpoint = start_stand_in().await;
+    let port = free_port();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_cattail-agent"))
+        .args([
+            "run",
+            "--server",
+            &endpoint,
+            "--resource",
+            "v1/pods,v1/nodes",
+        ])
+        .args(["--metrics-listen", &format!("127.0.0.1:{port}")])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    // Wait for the initial list to show up in the metrics, within a deadline.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    let metrics = loop {
+        if let Some(response) = scrape(port).await
+            && response.contains("cattail_agent_objects{resource=\"v1/pods\"} 2")
+        {
+            break response;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no metrics in time");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(
+        metrics.contains("cattail_client_events_total{kind=\"apply\"} 3"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("cattail_client_received_bytes_total"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("cattail_client_complete_revision 3"),
+        "{metrics}"
+    );
+
+    let pid = child.id().unwrap().to_string();
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let status = tokio::time::timeout(Duration::from_secs(60), child.wait())
+        .await
+        .expect("cattail-agent run did not stop on SIGTERM")
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+}

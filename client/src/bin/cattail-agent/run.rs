@@ -11,6 +11,7 @@ use cattail_client::{Event, SubscriptionEvent};
 use futures::StreamExt;
 use metrics_exporter_prometheus::PrometheusBuilder;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::args::RunArgs;
 
@@ -79,7 +80,7 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
     let client = args.stream.client();
     let mut events = client.subscribe(&subscriptions)?;
     let shutdown = CancellationToken::new();
-    tokio::spawn(stop_on_signal(shutdown.clone()));
+    tokio::spawn(stop_on_signal(shutdown.clone()).instrument(tracing::info_span!("signals")));
     tracing::info!(
         servers = ?client.endpoint_list(),
         metrics = %args.metrics_listen,
