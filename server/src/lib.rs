@@ -2,11 +2,15 @@
 //!
 //! This crate holds the cluster-independent core: [`config`] (the YAML file and typed config),
 //! [`k8s::project`] (projection of API objects to canonical JSON bytes) and [`store`] (the
-//! single-writer state with dedupe, relist diffs, revisions, the bounded log and snapshots).
-//! Lower modules never import higher ones: `config` <- `store` <- `k8s`.
+//! single-writer state with dedupe, relist diffs, revisions, the bounded log and snapshots),
+//! [`fanout`] (frames encoded once, the log of them, digests and one sender per agent) and
+//! [`grpc`] (the `cattail.v1.Sync` and health services). Lower modules never import higher
+//! ones: `config` <- `store` <- `k8s`, and `store` <- `fanout` <- `grpc`.
 
 pub mod admin;
 pub mod args;
 pub mod config;
+pub mod fanout;
+pub mod grpc;
 pub mod k8s;
 pub mod store;

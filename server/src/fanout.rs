@@ -1,0 +1,244 @@
+//! The fan-out: published batches become shared, pre-encoded frames, and one cheap
+//! [`AgentSender`] per agent streams them.
+//!
+//! [`Hub`] is the small, cheap-to-clone type the gRPC edge uses to reach the state. The single
+//! writer calls [`Hub::publish`] after each commit: the batch is encoded and compressed once per
+//! (resource, scope), appended to a bounded log, folded into the per-resource digests, and the
+//! senders are woken through a `watch` of the head revision. Nothing per agent happens there.
+//! Staleness: an agent sees a batch once its sender next runs; a lagging agent gets the batches
+//! coalesced, or a resync once it has fallen off the log. Memory per agent is one message.
+
+mod batch;
+mod catchup;
+mod digests;
+mod encode;
+mod hello;
+mod hub;
+mod message;
+mod metrics;
+mod resume;
+mod sender;
+mod snapshot;
+#[cfg(test)]
+mod tests;
+
+use std::time::Duration;
+
+use crate::config::Resource;
+use crate::store::LogLimits;
+
+pub use hub::{Hub, HubStats};
+pub use message::OutgoingMessage;
+pub use metrics::describe_metrics;
+pub use sender::{AgentSender, InboundError, Outbound};
+
+/// Why an agent's stream ended, or why a hub operation failed. The gRPC edge turns each into a
+/// `tonic::Status` in one function (`grpc::status`).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// No Hello arrived within the Hello deadline.
+    #[error("no Hello within {0:?} of opening the stream; send the Hello at once")]
+    HelloTimeout(Duration),
+    /// The stream ended, or its first message was something else, before a Hello.
+    #[error("the first message of a stream must be a Hello; {0}")]
+    NotHello(&'static str),
+    /// A second Hello on a stream that has one.
+    #[error("a second Hello on the same stream; send the Hello once, then only Acks")]
+    SecondHello,
+    /// The Hello breaks a protocol rule, names a resource the server does not serve, or is
+    /// over the protocol version this server speaks.
+    #[error(transparent)]
+    Hello(#[from] cattail_proto::Error),
+    /// The encoded Hello is over `max_hello_bytes`.
+    #[error(
+        "the Hello is {size} bytes, more than this server's limit of {limit}; send fewer \
+         digests or subscriptions"
+    )]
+    HelloTooLarge {
+        /// The encoded size.
+        size: usize,
+        /// `FanoutConfig::max_hello_bytes`.
+        limit: u32,
+    },
+    /// An agent message is over the size the server accepts.
+    #[error("{0}; send smaller messages")]
+    MessageTooLarge(String),
+    /// An agent message could not be decoded.
+    #[error("a malformed AgentMessage: {0}")]
+    Malformed(String),
+    /// The server has not finished its first list of every resource.
+    #[error(
+        "the server is not yet in sync with the Kubernetes API after waiting {0:?}; \
+         reconnect, preferably to another replica"
+    )]
+    NotInSync(Duration),
+    /// The server is draining.
+    #[error("server shutting down; reconnect to another replica with a Resume")]
+    ShuttingDown,
+    /// The agent did not take a message for the whole write timeout.
+    #[error("the agent took no message for {0:?}; disconnected")]
+    WriteTimeout(Duration),
+    /// The agent went away (its stream or connection closed). Never reported to anyone.
+    #[error("the agent went away")]
+    AgentGone,
+    /// Encoding a frame failed: a server bug.
+    #[error("cannot encode a frame: {0}")]
+    Encode(String),
+    /// A background encoding task failed: a server bug.
+    #[error("a snapshot encoding task failed: {0}")]
+    Task(String),
+}
+
+/// Result alias for this module.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// One served resource, as the hub and `Welcome.resources` describe it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResourceInfo {
+    /// The resource, like `v1/pods`.
+    pub resource: Resource,
+    /// The projection fingerprint: agents trust a digest only when it matches.
+    pub fingerprint: u64,
+    /// The field that scopes objects to a node (`spec.nodeName`), or `None`: agents can
+    /// subscribe node-scoped only where it is set.
+    pub scope_field: Option<String>,
+}
+
+/// The fan-out's settings. Every field has a default; [`FanoutConfig::validate`] checks them,
+/// and [`Hub::new`] replaces invalid values by their defaults (with a warning).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FanoutConfig {
+    /// `Welcome.server_id`, usually the pod name.
+    pub server_id: String,
+    /// Bounds of the log of encoded batches (bytes, batches, age).
+    pub log: LogLimits,
+    /// Buckets per digest: a power of two from 1 to 65536.
+    pub digest_buckets: u32,
+    /// zstd level for frames.
+    pub zstd_level: i32,
+    /// The largest `ServerMessage` sent (and advertised in `Limits`).
+    pub max_message_bytes: u32,
+    /// The largest encoded Hello accepted.
+    pub max_hello_bytes: u32,
+    /// The most subscriptions a Hello may carry.
+    pub max_subscriptions: u32,
+    /// Uncompressed payload bytes per snapshot frame; a snapshot is split into such chunks.
+    pub snapshot_chunk_bytes: usize,
+    /// How long an encoded snapshot keeps serving new agents after its revision stopped being
+    /// the head (they get the deltas since, from the log). Longer means fewer encodes in a
+    /// connect storm under churn, and more deltas per new agent.
+    pub snapshot_reuse: Duration,
+    /// How long a stream waits for the Hello.
+    pub hello_timeout: Duration,
+    /// How long a new agent waits for the server to be in sync before `UNAVAILABLE`.
+    pub sync_wait_timeout: Duration,
+    /// An idle stream gets a Heartbeat after this long.
+    pub heartbeat_interval: Duration,
+    /// An agent that takes no message for this long is disconnected.
+    pub write_timeout: Duration,
+}
+
+impl Default for FanoutConfig {
+    fn default() -> Self {
+        Self {
+            server_id: String::from("cattail"),
+            log: LogLimits::default(),
+            digest_buckets: cattail_proto::DEFAULT_DIGEST_BUCKETS,
+            zstd_level: cattail_proto::frame::DEFAULT_ZSTD_LEVEL,
+            max_message_bytes: cattail_proto::DEFAULT_MAX_MESSAGE_BYTES,
+            max_hello_bytes: cattail_proto::DEFAULT_MAX_HELLO_BYTES,
+            max_subscriptions: cattail_proto::DEFAULT_MAX_SUBSCRIPTIONS,
+            snapshot_chunk_bytes: 1024 * 1024,
+            snapshot_reuse: Duration::from_secs(5),
+            hello_timeout: cattail_proto::DEFAULT_HELLO_TIMEOUT,
+            sync_wait_timeout: Duration::from_secs(20),
+            heartbeat_interval: cattail_proto::DEFAULT_HEARTBEAT_INTERVAL,
+            write_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// The smallest message limit the hub works with: room for a Welcome and a useful chunk.
+const MIN_MESSAGE_BYTES: u32 = 64 * 1024;
+
+impl FanoutConfig {
+    /// Checks every field, naming the first bad one and what to use instead.
+    ///
+    /// # Errors
+    /// A message for the operator, like `digest_buckets: 1000 is not a power of two ...`.
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        cattail_proto::digest::check_bucket_count(u64::from(self.digest_buckets))
+            .map_err(|e| format!("digest_buckets: {e}"))?;
+        if self.max_message_bytes < MIN_MESSAGE_BYTES {
+            return Err(format!(
+                "max_message_bytes: {} is below the minimum of {MIN_MESSAGE_BYTES}",
+                self.max_message_bytes
+            ));
+        }
+        if self.snapshot_chunk_bytes == 0
+            || self.snapshot_chunk_bytes > self.max_message_bytes as usize / 2
+        {
+            return Err(format!(
+                "snapshot_chunk_bytes: {} must be from 1 to half of max_message_bytes ({})",
+                self.snapshot_chunk_bytes,
+                self.max_message_bytes / 2
+            ));
+        }
+        let positive = [
+            ("max_hello_bytes", self.max_hello_bytes == 0),
+            ("max_subscriptions", self.max_subscriptions == 0),
+            ("hello_timeout", self.hello_timeout.is_zero()),
+            ("heartbeat_interval", self.heartbeat_interval.is_zero()),
+            ("write_timeout", self.write_timeout.is_zero()),
+        ];
+        match positive.iter().find(|(_, zero)| *zero) {
+            Some((field, _)) => Err(format!("{field}: must be greater than 0")),
+            None => Ok(()),
+        }
+    }
+
+    /// This config with every invalid field replaced by its default.
+    fn sanitized(mut self) -> Self {
+        let defaults = Self::default();
+        if cattail_proto::digest::check_bucket_count(u64::from(self.digest_buckets)).is_err() {
+            self.digest_buckets = defaults.digest_buckets;
+        }
+        if self.max_message_bytes < MIN_MESSAGE_BYTES {
+            self.max_message_bytes = defaults.max_message_bytes;
+        }
+        if self.snapshot_chunk_bytes == 0
+            || self.snapshot_chunk_bytes > self.max_message_bytes as usize / 2
+        {
+            self.snapshot_chunk_bytes = (self.max_message_bytes as usize / 2)
+                .min(defaults.snapshot_chunk_bytes)
+                .max(1);
+        }
+        if self.max_hello_bytes == 0 {
+            self.max_hello_bytes = defaults.max_hello_bytes;
+        }
+        if self.max_subscriptions == 0 {
+            self.max_subscriptions = defaults.max_subscriptions;
+        }
+        for (value, default) in [
+            (&mut self.hello_timeout, defaults.hello_timeout),
+            (&mut self.heartbeat_interval, defaults.heartbeat_interval),
+            (&mut self.write_timeout, defaults.write_timeout),
+        ] {
+            if value.is_zero() {
+                *value = default;
+            }
+        }
+        self
+    }
+
+    /// The `Limits` this config puts in every `Welcome`.
+    pub fn limits(&self) -> cattail_proto::pb::Limits {
+        cattail_proto::pb::Limits {
+            max_message_bytes: self.max_message_bytes,
+            max_hello_bytes: self.max_hello_bytes,
+            heartbeat_interval_ms: u32::try_from(self.heartbeat_interval.as_millis())
+                .unwrap_or(u32::MAX),
+            max_subscriptions: self.max_subscriptions,
+        }
+    }
+}

@@ -1,0 +1,345 @@
+//! Bringing one agent up to date: the plan made under the hub's lock, the delta messages taken
+//! from the log, and the resyncs (snapshot or digest) built from shared or per-agent frames.
+//!
+//! Delta messages join shared pieces only; a revision's frames never straddle two messages. A
+//! step takes at most one message's worth of batches, so a lagging agent never holds more than
+//! one message of references. A digest resync's bucket frames are the one per-agent encoding:
+//! they are built on the blocking pool, and whole (resource, scope) pairs come from the cache.
+
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use cattail_proto::Digest;
+use cattail_proto::frame::{FrameHeader, encode_piece};
+use cattail_proto::pb::{self, ResumeMode, ServerMessage};
+
+use crate::store::{Revision, Snapshot};
+
+use super::digests::{digest_of, group_by_bucket};
+use super::encode::{FrameEncoder, unix_nanos};
+use super::hello::AgentHello;
+use super::message::{MessageSplitter, OutgoingMessage, Piece};
+use super::resume::{self, Decision};
+use super::snapshot::{ReplaceChunks, SnapshotCache};
+use super::{Error, Hub, Result};
+
+/// At most this many batches are looked at per step, to bound the time under the read lock.
+const MAX_BATCHES_PER_STEP: usize = 4096;
+
+/// The next thing to send to an agent whose cursor is behind the head.
+#[derive(Debug)]
+pub(crate) enum Step {
+    /// Nothing after the cursor.
+    UpToDate,
+    /// A message (maybe empty, when no batch touched the agent) that moves the cursor.
+    Deltas {
+        message: OutgoingMessage,
+        cursor: Revision,
+        at_head: bool,
+    },
+    /// The agent needs a resync to at least `min_revision`.
+    Resync {
+        min_revision: Revision,
+        reason: &'static str,
+    },
+}
+
+/// How a new agent will be brought up to date, decided under the lock.
+#[derive(Debug)]
+pub(crate) enum Plan {
+    Deltas { head: Revision, from: Revision },
+    Digest(DigestPlan),
+    Snapshot { head: Revision },
+}
+
+/// The state a digest resync compares against: the head when the plan was made.
+#[derive(Debug)]
+pub(crate) struct DigestPlan {
+    snapshot: Snapshot,
+    time: SystemTime,
+    /// Per subscription: the agent's usable digest and, for unscoped ones, ours.
+    digests: Vec<(Option<Digest>, Option<Digest>)>,
+}
+
+impl Plan {
+    pub(crate) fn head(&self) -> Revision {
+        match self {
+            Plan::Deltas { head, .. } | Plan::Snapshot { head } => *head,
+            Plan::Digest(plan) => plan.snapshot.revision(),
+        }
+    }
+
+    pub(crate) fn mode(&self) -> ResumeMode {
+        match self {
+            Plan::Deltas { .. } => ResumeMode::Deltas,
+            Plan::Digest(_) => ResumeMode::Digest,
+            Plan::Snapshot { .. } => ResumeMode::Snapshot,
+        }
+    }
+}
+
+/// What a digest resync sends for one subscription.
+enum Replacement {
+    /// The whole pair, from the shared cache.
+    Whole,
+    /// Frames for the differing buckets only (none when nothing differs).
+    Buckets(Vec<Piece>),
+}
+
+impl Hub {
+    /// Decides how to bring `agent` up to date (docs/PROTOCOL.md section 6).
+    pub(crate) fn plan(&self, agent: &AgentHello) -> Plan {
+        let shared = &*self.shared;
+        let state = shared.read();
+        let head = state.log.head();
+        let decision = resume::decide(
+            agent.resume.as_ref(),
+            shared.epoch,
+            |from| state.log.since(from).is_some(),
+            &agent.subscriptions,
+            &shared.resources,
+            shared.config.digest_buckets,
+        );
+        match decision {
+            Decision::Deltas { from } => Plan::Deltas { head, from },
+            Decision::Snapshot => Plan::Snapshot { head },
+            Decision::Digest { digests } => Plan::Digest(DigestPlan {
+                snapshot: state.snapshot.clone(),
+                time: state.head_time,
+                digests: digests
+                    .into_iter()
+                    .zip(&agent.subscriptions)
+                    .map(|(theirs, sub)| {
+                        let ours = (theirs.is_some() && sub.scope.is_empty())
+                            .then(|| state.digests.get(sub.index).cloned())
+                            .flatten();
+                        (theirs, ours)
+                    })
+                    .collect(),
+            }),
+        }
+    }
+
+    /// The deltas after `cursor` that fit in one message, or why the agent needs a resync.
+    pub(crate) fn next_deltas(&self, agent: &AgentHello, cursor: Revision) -> Step {
+        let shared = &*self.shared;
+        let max = shared.config.max_message_bytes as usize;
+        let state = shared.read();
+        let Some(batches) = state.log.since(cursor) else {
+            return Step::Resync {
+                min_revision: cursor,
+                reason: "fell_off_log",
+            };
+        };
+        let mut message = OutgoingMessage::default();
+        let mut reached = cursor;
+        for item in batches.take(MAX_BATCHES_PER_STEP) {
+            let group: Vec<(Bytes, u32)> = agent
+                .subscriptions
+                .iter()
+                .filter_map(|sub| item.entry.piece(sub.index, &sub.scope))
+                .map(|piece| {
+                    let bytes = piece.bytes(agent.encoding, &shared.counters.plain_frames_derived);
+                    (bytes, piece.uncompressed_len())
+                })
+                .collect();
+            let len: usize = group.iter().map(|(bytes, _)| bytes.len()).sum();
+            // Leave room for a Synced after the frames.
+            let oversized = len + 64 > max || group.iter().any(|(_, raw)| *raw as usize > max);
+            if oversized && message.is_empty() {
+                return Step::Resync {
+                    min_revision: item.revision,
+                    reason: "oversized_batch",
+                };
+            }
+            if oversized || message.len() + len + 64 > max {
+                break;
+            }
+            for (bytes, _) in group {
+                message.push_frame(bytes);
+            }
+            reached = item.revision;
+        }
+        if reached == cursor {
+            return Step::UpToDate;
+        }
+        Step::Deltas {
+            message,
+            cursor: reached,
+            at_head: reached == state.log.head(),
+        }
+    }
+
+    /// `Welcome` for an agent accepted at `head` in `mode`.
+    pub(crate) fn welcome_piece(&self, head: Revision, mode: ResumeMode) -> Bytes {
+        let shared = &*self.shared;
+        encode_piece(&ServerMessage {
+            welcome: Some(pb::Welcome {
+                protocol_version: cattail_proto::PROTOCOL_VERSION,
+                server_id: shared.config.server_id.clone(),
+                epoch: Bytes::copy_from_slice(shared.epoch.as_bytes()),
+                head_revision: head.get(),
+                resources: shared.welcome_resources.clone(),
+                limits: Some(shared.config.limits()),
+                resume_mode: mode as i32,
+            }),
+            ..ServerMessage::default()
+        })
+    }
+
+    /// Adds a resync of every subscription from `cache`, closed by its `Synced`; returns its
+    /// revision.
+    pub(crate) async fn add_snapshot_resync(
+        &self,
+        agent: &AgentHello,
+        cache: &SnapshotCache,
+        splitter: &mut MessageSplitter,
+    ) -> Result<Revision> {
+        for sub in &agent.subscriptions {
+            self.add_whole(agent, cache, sub.index, &sub.scope, splitter)
+                .await?;
+        }
+        splitter.control(synced_piece(cache.revision()));
+        Ok(cache.revision())
+    }
+
+    /// Adds a digest resync at the plan's revision, closed by its `Synced`; returns the revision.
+    pub(crate) async fn add_digest_resync(
+        &self,
+        agent: &AgentHello,
+        plan: DigestPlan,
+        splitter: &mut MessageSplitter,
+    ) -> Result<Revision> {
+        let revision = plan.snapshot.revision();
+        let snapshot = plan.snapshot.clone();
+        let time = plan.time;
+        let resync_agent = agent.clone();
+        let hub = self.clone();
+        let replacements =
+            tokio::task::spawn_blocking(move || hub.bucket_replacements(&resync_agent, plan))
+                .await
+                .map_err(|e| Error::Task(e.to_string()))??;
+        let mut cache = None;
+        for (sub, replacement) in agent.subscriptions.iter().zip(replacements) {
+            match replacement {
+                Replacement::Whole => {
+                    let cache =
+                        cache.get_or_insert_with(|| self.snapshot_cache_at(&snapshot, time));
+                    self.add_whole(agent, cache, sub.index, &sub.scope, splitter)
+                        .await?;
+                }
+                Replacement::Buckets(pieces) => {
+                    let derived = &self.shared.counters.plain_frames_derived;
+                    for piece in pieces {
+                        splitter.group(vec![piece.bytes(agent.encoding, derived)]);
+                    }
+                }
+            }
+        }
+        splitter.control(synced_piece(revision));
+        Ok(revision)
+    }
+
+    async fn add_whole(
+        &self,
+        agent: &AgentHello,
+        cache: &SnapshotCache,
+        index: usize,
+        scope: &str,
+        splitter: &mut MessageSplitter,
+    ) -> Result<()> {
+        let chunks = cache.chunks(&self.shared, index, scope).await?;
+        let derived = &self.shared.counters.plain_frames_derived;
+        for piece in chunks.iter() {
+            splitter.group(vec![piece.bytes(agent.encoding, derived)]);
+        }
+        Ok(())
+    }
+
+    /// Per subscription, what a digest resync sends. Runs on the blocking pool.
+    fn bucket_replacements(
+        &self,
+        agent: &AgentHello,
+        plan: DigestPlan,
+    ) -> Result<Vec<Replacement>> {
+        let config = &self.shared.config;
+        let bucket_count = config.digest_buckets;
+        let snapshot = &plan.snapshot;
+        let mut encoder = None;
+        let mut replacements = Vec::with_capacity(agent.subscriptions.len());
+        for (sub, (theirs, ours)) in agent.subscriptions.iter().zip(plan.digests) {
+            let Some(theirs) = theirs else {
+                replacements.push(Replacement::Whole);
+                continue;
+            };
+            let resource = &self.shared.resources[sub.index].info.resource;
+            let scoped = || snapshot.scoped(resource, &sub.scope).into_iter().flatten();
+            let ours = match ours {
+                Some(ours) => ours,
+                None => digest_of(scoped(), bucket_count),
+            };
+            let differing = ours
+                .differing_buckets(theirs.buckets())
+                .map_err(|e| Error::Encode(e.to_string()))?;
+            // Past half the buckets, the shared whole snapshot is cheaper than our own frames.
+            if differing.len() * 2 > bucket_count as usize {
+                replacements.push(Replacement::Whole);
+                continue;
+            }
+            if differing.is_empty() {
+                replacements.push(Replacement::Buckets(Vec::new()));
+                continue;
+            }
+            let encoder = match &mut encoder {
+                Some(encoder) => encoder,
+                None => encoder.insert(FrameEncoder::new(config.zstd_level)?),
+            };
+            let header = FrameHeader {
+                revision: snapshot.revision().get(),
+                resource: resource.as_str().to_owned(),
+                scope: sub.scope.clone(),
+                replace: true,
+                publish_time_unix_nanos: unix_nanos(plan.time),
+                replaced_buckets: Vec::new(),
+            };
+            let allow_zstd = agent.encoding == pb::Encoding::ProtoZstd;
+            let mut chunks =
+                ReplaceChunks::new(encoder, header, config.snapshot_chunk_bytes, allow_zstd);
+            let groups = if sub.scope.is_empty() {
+                let all = snapshot.objects(resource).into_iter().flatten();
+                group_by_bucket(all, &differing, bucket_count)
+            } else {
+                group_by_bucket(scoped(), &differing, bucket_count)
+            };
+            for (bucket, objects) in groups {
+                chunks.bucket(bucket);
+                for object in objects {
+                    chunks.object(object)?;
+                }
+            }
+            replacements.push(Replacement::Buckets(chunks.finish()?.0));
+        }
+        Ok(replacements)
+    }
+}
+
+/// `ServerMessage{synced: Synced{revision}}`.
+pub(crate) fn synced_piece(revision: Revision) -> Bytes {
+    encode_piece(&ServerMessage {
+        synced: Some(pb::Synced {
+            revision: revision.get(),
+        }),
+        ..ServerMessage::default()
+    })
+}
+
+/// `ServerMessage{heartbeat}` for a stream that has delivered everything up to `revision`.
+pub(crate) fn heartbeat_piece(revision: Revision, now: SystemTime) -> Bytes {
+    encode_piece(&ServerMessage {
+        heartbeat: Some(pb::Heartbeat {
+            head_revision: revision.get(),
+            server_time_unix_nanos: unix_nanos(now),
+        }),
+        ..ServerMessage::default()
+    })
+}

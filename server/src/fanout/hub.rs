@@ -1,0 +1,396 @@
+//! [`Hub`]: the shared fan-out state — the log of encoded batches, the head snapshot, the
+//! digests and the snapshot cache — and the one writer's entry point, [`Hub::publish`].
+//!
+//! Readers (agent senders) take a `std` read lock only to clone `Arc`s and `Bytes`; they never
+//! hold it across an `.await`. The writer encodes outside the lock and takes the write lock
+//! only to append and swap. Senders learn of a new head through a `watch` channel, so a burst of
+//! publishes wakes each sender once, and it then takes every batch since its cursor.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::{Instant, SystemTime};
+
+use cattail_proto::Digest;
+use cattail_proto::pb;
+use tokio::sync::watch;
+
+use crate::config::Resource;
+use crate::store::{Epoch, Log, Published, Revision, Snapshot};
+
+use super::batch::EncodedBatch;
+use super::digests::Digests;
+use super::encode::FrameEncoder;
+use super::snapshot::SnapshotCache;
+use super::{FanoutConfig, ResourceInfo, metrics};
+
+/// One served resource, at its hub index.
+#[derive(Debug, Clone)]
+pub(crate) struct ResourceEntry {
+    pub(crate) info: ResourceInfo,
+}
+
+/// Counts that tests and the status page read directly.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) snapshots_encoded: AtomicU64,
+    pub(crate) frames_encoded: AtomicU64,
+    pub(crate) plain_frames_derived: AtomicU64,
+    pub(crate) connected_agents: AtomicUsize,
+}
+
+/// A point-in-time view of the hub's counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HubStats {
+    /// Snapshots of one (resource, scope) encoded so far (`cattail_snapshots_encoded_total`).
+    pub snapshots_encoded: u64,
+    /// Batch frames encoded so far, one per (batch, resource, scope).
+    pub frames_encoded: u64,
+    /// Plain variants derived from compressed frames for agents without zstd.
+    pub plain_frames_derived: u64,
+    /// Agents with a running sender.
+    pub connected_agents: usize,
+    /// The newest revision.
+    pub head: Revision,
+    /// Batches in the log.
+    pub log_batches: usize,
+    /// Bytes of encoded frames in the log.
+    pub log_bytes: u64,
+}
+
+/// What the lock guards.
+#[derive(Debug)]
+pub(crate) struct HubState {
+    pub(crate) log: Log<Arc<EncodedBatch>>,
+    /// The store's state at the log's head.
+    pub(crate) snapshot: Snapshot,
+    /// When the head was published.
+    pub(crate) head_time: SystemTime,
+    pub(crate) digests: Digests,
+    /// The newest encoded snapshot, shared by agents that connect while it is fresh.
+    pub(crate) cache: Option<Arc<SnapshotCache>>,
+}
+
+/// Everything behind a [`Hub`].
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) config: FanoutConfig,
+    pub(crate) epoch: Epoch,
+    pub(crate) resources: Vec<ResourceEntry>,
+    /// `Welcome.resources`, in hub order.
+    pub(crate) welcome_resources: Vec<pb::ResourceInfo>,
+    state: RwLock<HubState>,
+    head: watch::Sender<Revision>,
+    in_sync: watch::Sender<bool>,
+    /// The writer's encoder; only `publish` uses it.
+    encoder: Mutex<Option<FrameEncoder>>,
+    pub(crate) counters: Counters,
+}
+
+/// The fan-out's shared state; cheap to clone (one `Arc`).
+#[derive(Debug, Clone)]
+pub struct Hub {
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl Hub {
+    /// A hub serving `resources`, starting from `initial` (the store's snapshot when the hub is
+    /// made; its revision is the log's starting head). Invalid config values are replaced by
+    /// their defaults with a warning; call [`FanoutConfig::validate`] first to refuse them.
+    pub fn new(config: FanoutConfig, initial: Snapshot, resources: Vec<ResourceInfo>) -> Self {
+        if let Err(problem) = config.validate() {
+            tracing::warn!(%problem, "invalid fan-out setting replaced by its default");
+        }
+        let config = config.sanitized();
+        let resources: Vec<ResourceEntry> = resources
+            .into_iter()
+            .inspect(|info| {
+                if !initial.contains(&info.resource) {
+                    tracing::warn!(resource = %info.resource, "served resource is not in the store");
+                }
+            })
+            .map(|info| ResourceEntry { info })
+            .collect();
+        let welcome_resources = resources
+            .iter()
+            .map(|entry| pb::ResourceInfo {
+                resource: entry.info.resource.as_str().to_owned(),
+                fingerprint: entry.info.fingerprint,
+                scope_field: entry.info.scope_field.clone().unwrap_or_default(),
+                digest_buckets: config.digest_buckets,
+            })
+            .collect();
+        let digests = Digests::from_snapshot(&initial, &resources, config.digest_buckets);
+        let head = initial.revision();
+        let encoder = FrameEncoder::new(config.zstd_level)
+            .inspect_err(|error| tracing::error!(%error, "no zstd context; will retry"))
+            .ok();
+        metrics::describe_metrics();
+        let state = HubState {
+            log: Log::new(config.log, head),
+            head_time: SystemTime::now(),
+            snapshot: initial,
+            digests,
+            cache: None,
+        };
+        Self {
+            shared: Arc::new(Shared {
+                epoch: state.snapshot.epoch(),
+                config,
+                resources,
+                welcome_resources,
+                state: RwLock::new(state),
+                head: watch::Sender::new(head),
+                in_sync: watch::Sender::new(false),
+                encoder: Mutex::new(encoder),
+                counters: Counters::default(),
+            }),
+        }
+    }
+
+    /// Publishes a committed batch; `snapshot` is the store's snapshot right after the commit.
+    ///
+    /// Encodes the batch once per (resource, scope), appends it to the log, updates the digests
+    /// and wakes every sender. Call it from the single writer, for every commit that returned a
+    /// batch, in order. A batch that does not follow the head (a skipped revision) restarts the
+    /// log at this revision: agents behind it are resynced, never sent a gap.
+    pub fn publish(&self, published: &Published, snapshot: Snapshot) {
+        let shared = &*self.shared;
+        let previous = shared.read().snapshot.clone();
+        let encoded = {
+            let mut encoder = lock(&shared.encoder);
+            if encoder.is_none() {
+                *encoder = FrameEncoder::new(shared.config.zstd_level).ok();
+            }
+            match encoder.as_mut() {
+                Some(encoder) => EncodedBatch::encode(published, &shared.resources, encoder),
+                None => Err(super::Error::Encode("no zstd context".to_owned())),
+            }
+        };
+        let batch = match encoded {
+            Ok((batch, stats)) => {
+                shared
+                    .counters
+                    .frames_encoded
+                    .fetch_add(stats.frames, Ordering::Relaxed);
+                metrics::batch_encoded(&stats);
+                Some(batch)
+            }
+            Err(error) => {
+                tracing::error!(%error, revision = %published.revision, "cannot encode a batch");
+                None
+            }
+        };
+        let toggles = Digests::toggles(published, &previous, &shared.resources);
+        let revision = published.revision;
+        let mut state = shared.write();
+        let follows = revision == state.log.head().next();
+        match batch {
+            Some(batch) if follows => {
+                if let Err(error) = state.log.push(revision, Arc::new(batch), Instant::now()) {
+                    tracing::error!(%error, "log refused a batch");
+                }
+                state.digests.apply(&toggles);
+            }
+            _ => {
+                tracing::warn!(
+                    %revision, head = %state.log.head(),
+                    "batch does not follow the head or was not encoded; restarting the log"
+                );
+                state.log = Log::new(shared.config.log, revision);
+                state.digests = Digests::from_snapshot(
+                    &snapshot,
+                    &shared.resources,
+                    shared.config.digest_buckets,
+                );
+            }
+        }
+        state.snapshot = snapshot;
+        state.head_time = published.time;
+        // A stale encoded snapshot would only pin old memory: agents still using it hold it.
+        if state
+            .cache
+            .as_ref()
+            .is_some_and(|cache| cache.age() > shared.config.snapshot_reuse)
+        {
+            state.cache = None;
+        }
+        metrics::log_state(revision, state.log.len(), state.log.bytes());
+        drop(state);
+        shared.head.send_replace(revision);
+    }
+
+    /// Says whether every resource has completed its first list. Until it is true, new agents
+    /// wait before their Welcome (up to `sync_wait_timeout`); connected agents are kept.
+    pub fn set_in_sync(&self, in_sync: bool) {
+        self.shared.in_sync.send_replace(in_sync);
+    }
+
+    /// Whether the hub serves new agents.
+    pub fn in_sync(&self) -> bool {
+        *self.shared.in_sync.borrow()
+    }
+
+    /// A receiver that sees every change of [`Hub::in_sync`].
+    pub fn watch_in_sync(&self) -> watch::Receiver<bool> {
+        self.shared.in_sync.subscribe()
+    }
+
+    /// The newest published revision.
+    pub fn head(&self) -> Revision {
+        *self.shared.head.borrow()
+    }
+
+    /// This server process's epoch.
+    pub fn epoch(&self) -> Epoch {
+        self.shared.epoch
+    }
+
+    /// The settings in force (after invalid values were replaced).
+    pub fn config(&self) -> &FanoutConfig {
+        &self.shared.config
+    }
+
+    /// The unscoped digest of `resource` at the head, if it is served.
+    pub fn digest(&self, resource: &Resource) -> Option<Digest> {
+        let shared = &self.shared.resources;
+        let index = shared
+            .iter()
+            .position(|entry| &entry.info.resource == resource)?;
+        self.shared.read().digests.get(index).cloned()
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> HubStats {
+        let counters = &self.shared.counters;
+        let state = self.shared.read();
+        HubStats {
+            snapshots_encoded: counters.snapshots_encoded.load(Ordering::Relaxed),
+            frames_encoded: counters.frames_encoded.load(Ordering::Relaxed),
+            plain_frames_derived: counters.plain_frames_derived.load(Ordering::Relaxed),
+            connected_agents: counters.connected_agents.load(Ordering::Relaxed),
+            head: state.log.head(),
+            log_batches: state.log.len(),
+            log_bytes: state.log.bytes(),
+        }
+    }
+
+    /// The hub's part of the status page.
+    pub fn status(&self) -> serde_json::Value {
+        let stats = self.stats();
+        let oldest = self.shared.read().log.oldest().map(Revision::get);
+        serde_json::json!({
+            "epoch": self.epoch().to_string(),
+            "head": stats.head.get(),
+            "in_sync": self.in_sync(),
+            "connected_agents": stats.connected_agents,
+            "log": {"batches": stats.log_batches, "bytes": stats.log_bytes, "oldest": oldest},
+            "snapshots_encoded": stats.snapshots_encoded,
+            "frames_encoded": stats.frames_encoded,
+            "resources": self.shared.welcome_resources.iter().map(|r| serde_json::json!({
+                "resource": r.resource, "fingerprint": format!("{:016x}", r.fingerprint),
+                "scope_field": r.scope_field, "digest_buckets": r.digest_buckets,
+            })).collect::<Vec<_>>(),
+        })
+    }
+
+    /// A receiver of the head revision, for a sender to wait on.
+    pub(crate) fn subscribe_head(&self) -> watch::Receiver<Revision> {
+        self.shared.head.subscribe()
+    }
+
+    /// Waits until the hub is in sync.
+    pub(crate) async fn wait_in_sync(&self) {
+        let mut in_sync = self.shared.in_sync.subscribe();
+        // The sender lives in `Shared`, which `self` keeps alive: this cannot fail.
+        let _ = in_sync.wait_for(|in_sync| *in_sync).await;
+    }
+
+    /// An encoded snapshot to resync an agent with: the current one if its revision is at least
+    /// `min_revision`, it is fresh (`snapshot_reuse`) and the log still holds every batch after
+    /// it; otherwise a new one at the head, which becomes the current one.
+    pub(crate) fn snapshot_cache(&self, min_revision: Revision) -> Arc<SnapshotCache> {
+        let usable = |state: &HubState| {
+            let cache = state.cache.as_ref()?;
+            let revision = cache.revision();
+            let fresh = revision == state.log.head()
+                || (cache.age() <= self.shared.config.snapshot_reuse
+                    && state.log.since(revision).is_some());
+            (revision >= min_revision && fresh).then(|| Arc::clone(cache))
+        };
+        if let Some(cache) = usable(&self.shared.read()) {
+            return cache;
+        }
+        let mut state = self.shared.write();
+        if let Some(cache) = usable(&state) {
+            return cache;
+        }
+        let cache = Arc::new(SnapshotCache::new(
+            state.snapshot.clone(),
+            state.log.head(),
+            state.head_time,
+        ));
+        state.cache = Some(Arc::clone(&cache));
+        cache
+    }
+
+    /// The encoded snapshot of exactly `snapshot` (the head when a digest resync was planned):
+    /// the current one if it has that revision, else a new one, kept if it is newer.
+    pub(crate) fn snapshot_cache_at(
+        &self,
+        snapshot: &Snapshot,
+        time: SystemTime,
+    ) -> Arc<SnapshotCache> {
+        let revision = snapshot.revision();
+        let mut state = self.shared.write();
+        if let Some(cache) = state.cache.as_ref().filter(|c| c.revision() == revision) {
+            return Arc::clone(cache);
+        }
+        let cache = Arc::new(SnapshotCache::new(snapshot.clone(), revision, time));
+        if state.cache.as_ref().is_none_or(|c| c.revision() < revision) {
+            state.cache = Some(Arc::clone(&cache));
+        }
+        cache
+    }
+
+    /// Counts a connected agent until the guard drops.
+    pub(crate) fn agent_connected(&self) -> ConnectedGuard {
+        let now = self
+            .shared
+            .counters
+            .connected_agents
+            .fetch_add(1, Ordering::Relaxed)
+            + 1;
+        metrics::connected_agents(now);
+        ConnectedGuard { hub: self.clone() }
+    }
+}
+
+impl Shared {
+    pub(crate) fn read(&self) -> RwLockReadGuard<'_, HubState> {
+        // A panic while holding the lock cannot leave the state half-written in a way readers
+        // care about (each field is swapped whole), so a poisoned lock is still used.
+        self.state.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, HubState> {
+        self.state.write().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Keeps one agent counted in `cattail_connected_agents`.
+#[derive(Debug)]
+pub(crate) struct ConnectedGuard {
+    hub: Hub,
+}
+
+impl Drop for ConnectedGuard {
+    fn drop(&mut self) {
+        let counter = &self.hub.shared.counters.connected_agents;
+        let now = counter.fetch_sub(1, Ordering::Relaxed).saturating_sub(1);
+        metrics::connected_agents(now);
+    }
+}

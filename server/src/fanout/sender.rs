@@ -1,0 +1,377 @@
+//! [`AgentSender`]: the one task per agent. It reads the Hello within its deadline, waits for the
+//! hub to be in sync, catches the agent up, then follows the head until the stream ends.
+//!
+//! Backpressure: the outbound queue is bounded by the caller (a message or two); a send that
+//! stays blocked past `write_timeout` ends the stream. A lagging agent is never queued more:
+//! each wake-up takes everything since its cursor as one message, or a resync from the shared
+//! snapshot once the log no longer holds its cursor. Acks are read whenever the task looks at
+//! the stream and never waited for. Cancel-safety: every wait selects on the shutdown token and
+//! on the agent going away; shutdown ends the stream with `UNAVAILABLE`.
+
+use std::future::Future;
+use std::time::{Duration, SystemTime};
+
+use cattail_proto::pb::agent_message::Message;
+use cattail_proto::pb::{AgentMessage, Hello};
+use futures::{FutureExt, Stream, StreamExt};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::store::Revision;
+
+use super::catchup::{Plan, Step, heartbeat_piece, synced_piece};
+use super::hello::{self, AgentHello};
+use super::message::{MessageSplitter, OutgoingMessage};
+use super::metrics::{self, AgentMetrics};
+use super::{Error, Hub, Result};
+
+/// The longest a stream's final status waits for room in the agent's queue.
+const STATUS_WAIT: Duration = Duration::from_secs(5);
+
+/// Why the agent's side of the stream failed, as the transport reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InboundError {
+    /// A message over the size limit.
+    TooLarge(String),
+    /// A message that is not a valid `AgentMessage`.
+    Malformed(String),
+    /// The connection or stream broke: the agent is gone.
+    Closed(String),
+}
+
+/// Where an agent's messages go: the response stream of its gRPC call.
+pub type Outbound = mpsc::Sender<Result<OutgoingMessage>>;
+
+/// The sender of one agent.
+#[derive(Debug)]
+pub struct AgentSender<S> {
+    hub: Hub,
+    inbound: S,
+    inbound_open: bool,
+    outbound: Outbound,
+    shutdown: CancellationToken,
+    metrics: AgentMetrics,
+}
+
+impl<S> AgentSender<S>
+where
+    S: Stream<Item = std::result::Result<AgentMessage, InboundError>> + Unpin + Send,
+{
+    /// A sender reading `inbound` and writing to `outbound` until `shutdown`.
+    pub fn new(hub: Hub, inbound: S, outbound: Outbound, shutdown: CancellationToken) -> Self {
+        Self {
+            hub,
+            inbound,
+            inbound_open: true,
+            outbound,
+            shutdown,
+            metrics: AgentMetrics::new(),
+        }
+    }
+
+    /// Serves the agent until its stream ends. The reason, unless the agent left on its own, is
+    /// sent as the last item of `outbound`.
+    pub async fn run(mut self) {
+        let _connected = self.hub.agent_connected();
+        let Err(error) = self.serve().await else {
+            return;
+        };
+        metrics::stream_ended(reason(&error));
+        match &error {
+            Error::AgentGone => {
+                tracing::debug!("agent went away");
+                return;
+            }
+            Error::ShuttingDown => tracing::debug!("stream ended: shutting down"),
+            Error::Encode(_) | Error::Task(_) => tracing::error!(%error, "stream ended"),
+            _ => tracing::info!(%error, "stream ended"),
+        }
+        if matches!(error, Error::WriteTimeout(_)) {
+            // The queue is full; the status goes only if there is room, and the transport's
+            // keepalive closes a dead connection.
+            let _ = self.outbound.try_send(Err(error));
+        } else {
+            // A slow agent gets a moment to take its status; it must not hold a shutdown long.
+            let wait = self.hub.config().write_timeout.min(STATUS_WAIT);
+            let _ = tokio::time::timeout(wait, self.outbound.send(Err(error))).await;
+        }
+    }
+
+    async fn serve(&mut self) -> Result<()> {
+        let hello = self.read_hello().await?;
+        let mut agent = hello::accept(hello, &self.hub.shared)?;
+        tracing::Span::current().record("agent_id", agent.agent_id.as_str());
+        tracing::info!(
+            agent_id = %agent.agent_id, node = %agent.node_name, version = %agent.agent_version,
+            subscriptions = agent.subscriptions.len(), "agent said hello"
+        );
+        if !self.hub.in_sync() {
+            let wait = self.hub.config().sync_wait_timeout;
+            let hub = self.hub.clone();
+            self.guarded(async {
+                tokio::time::timeout(wait, hub.wait_in_sync())
+                    .await
+                    .map_err(|_| Error::NotInSync(wait))
+            })
+            .await?;
+        }
+        let cursor = self.catch_up(&mut agent).await?;
+        self.live(&agent, cursor).await
+    }
+
+    async fn read_hello(&mut self) -> Result<Hello> {
+        let deadline = self.hub.config().hello_timeout;
+        let first = tokio::select! {
+            biased;
+            () = self.shutdown.cancelled() => return Err(Error::ShuttingDown),
+            first = tokio::time::timeout(deadline, self.inbound.next()) => first,
+        };
+        match first.map_err(|_| Error::HelloTimeout(deadline))? {
+            None => Err(Error::NotHello("the stream ended before it")),
+            Some(Err(error)) => Err(inbound_error(error)),
+            Some(Ok(AgentMessage {
+                message: Some(Message::Hello(hello)),
+            })) => Ok(hello),
+            Some(Ok(_)) => Err(Error::NotHello("the first message was something else")),
+        }
+    }
+
+    /// Sends the Welcome and brings the agent to a `Synced`; returns the agent's revision.
+    async fn catch_up(&mut self, agent: &mut AgentHello) -> Result<Revision> {
+        let plan = self.hub.plan(agent);
+        // The plan holds what it needs of the digests: the agent keeps O(1) state from here.
+        agent.resume = None;
+        let agent = &*agent;
+        let max = self.hub.config().max_message_bytes as usize;
+        let mut splitter = MessageSplitter::new(max);
+        splitter.control(self.hub.welcome_piece(plan.head(), plan.mode()));
+        let hub = self.hub.clone();
+        let revision = match plan {
+            Plan::Snapshot { .. } => {
+                metrics::resync("snapshot", "connect");
+                let cache = hub.snapshot_cache(Revision::ZERO);
+                self.guarded(hub.add_snapshot_resync(agent, &cache, &mut splitter))
+                    .await?
+            }
+            Plan::Digest(plan) => {
+                metrics::resync("digest", "connect");
+                self.guarded(hub.add_digest_resync(agent, plan, &mut splitter))
+                    .await?
+            }
+            Plan::Deltas { from, .. } => {
+                metrics::resync("deltas", "connect");
+                let welcome = splitter.finish().into_iter().next().unwrap_or_default();
+                return self.catch_up_deltas(agent, welcome, from).await;
+            }
+        };
+        for message in splitter.finish() {
+            self.send(message).await?;
+        }
+        Ok(revision)
+    }
+
+    /// Sends the deltas after `from` behind `welcome`, then `Synced`.
+    async fn catch_up_deltas(
+        &mut self,
+        agent: &AgentHello,
+        mut pending: OutgoingMessage,
+        mut cursor: Revision,
+    ) -> Result<Revision> {
+        let max = self.hub.config().max_message_bytes as usize;
+        loop {
+            match self.hub.next_deltas(agent, cursor) {
+                Step::UpToDate => break,
+                Step::Deltas {
+                    message,
+                    cursor: reached,
+                    at_head,
+                } => {
+                    cursor = reached;
+                    if pending.len() + message.len() <= max {
+                        pending.append(message);
+                    } else {
+                        self.send(std::mem::replace(&mut pending, message)).await?;
+                    }
+                    if at_head {
+                        break;
+                    }
+                }
+                Step::Resync {
+                    min_revision,
+                    reason,
+                } => {
+                    self.send(pending).await?;
+                    return self.resync(agent, min_revision, reason).await;
+                }
+            }
+        }
+        pending.push_control(synced_piece(cursor));
+        self.send(pending).await?;
+        Ok(cursor)
+    }
+
+    /// Follows the head: deltas, resyncs and heartbeats, until the stream ends.
+    async fn live(&mut self, agent: &AgentHello, mut cursor: Revision) -> Result<()> {
+        let interval = self.hub.config().heartbeat_interval;
+        let mut head = self.hub.subscribe_head();
+        let heartbeat = tokio::time::sleep(interval);
+        tokio::pin!(heartbeat);
+        loop {
+            self.drain_inbound(agent)?;
+            if *head.borrow_and_update() > cursor {
+                let (reached, sent) = self.deliver(agent, cursor).await?;
+                cursor = reached;
+                if sent {
+                    heartbeat.as_mut().reset(Instant::now() + interval);
+                }
+                continue;
+            }
+            tokio::select! {
+                biased;
+                () = self.shutdown.cancelled() => return Err(Error::ShuttingDown),
+                () = self.outbound.closed() => return Err(Error::AgentGone),
+                changed = head.changed() => {
+                    if changed.is_err() {
+                        return Ok(());
+                    }
+                }
+                message = self.inbound.next(), if self.inbound_open => {
+                    self.on_inbound(agent, message)?;
+                }
+                () = &mut heartbeat => {
+                    let piece = heartbeat_piece(cursor, SystemTime::now());
+                    self.send(OutgoingMessage::control(piece)).await?;
+                    heartbeat.as_mut().reset(Instant::now() + interval);
+                }
+            }
+        }
+    }
+
+    /// Moves the agent towards the head by one message (or a resync). Returns the new cursor
+    /// and whether anything was sent.
+    async fn deliver(&mut self, agent: &AgentHello, cursor: Revision) -> Result<(Revision, bool)> {
+        match self.hub.next_deltas(agent, cursor) {
+            Step::UpToDate => Ok((cursor, false)),
+            Step::Deltas {
+                message, cursor, ..
+            } => {
+                let sent = !message.is_empty();
+                self.send(message).await?;
+                Ok((cursor, sent))
+            }
+            Step::Resync {
+                min_revision,
+                reason,
+            } => Ok((self.resync(agent, min_revision, reason).await?, true)),
+        }
+    }
+
+    /// Resyncs the agent from a shared snapshot at `min_revision` or later.
+    async fn resync(
+        &mut self,
+        agent: &AgentHello,
+        min_revision: Revision,
+        reason: &'static str,
+    ) -> Result<Revision> {
+        metrics::resync("snapshot", reason);
+        tracing::debug!(agent_id = %agent.agent_id, reason, "resyncing agent");
+        let hub = self.hub.clone();
+        let cache = hub.snapshot_cache(min_revision);
+        let mut splitter = MessageSplitter::new(self.hub.config().max_message_bytes as usize);
+        let revision = self
+            .guarded(hub.add_snapshot_resync(agent, &cache, &mut splitter))
+            .await?;
+        for message in splitter.finish() {
+            self.send(message).await?;
+        }
+        Ok(revision)
+    }
+
+    /// Hands one message to the transport, waiting at most `write_timeout` for room.
+    async fn send(&mut self, message: OutgoingMessage) -> Result<()> {
+        if message.is_empty() {
+            return Ok(());
+        }
+        let (frames, len) = (message.frame_count(), message.len());
+        let timeout = self.hub.config().write_timeout;
+        tokio::select! {
+            biased;
+            () = self.shutdown.cancelled() => return Err(Error::ShuttingDown),
+            sent = tokio::time::timeout(timeout, self.outbound.send(Ok(message))) => match sent {
+                Err(_) => return Err(Error::WriteTimeout(timeout)),
+                Ok(Err(_)) => return Err(Error::AgentGone),
+                Ok(Ok(())) => {}
+            },
+        }
+        self.metrics.sent(frames, len);
+        Ok(())
+    }
+
+    /// Runs `work` unless the server shuts down or the agent goes away first.
+    async fn guarded<T>(&self, work: impl Future<Output = Result<T>>) -> Result<T> {
+        tokio::select! {
+            biased;
+            () = self.shutdown.cancelled() => Err(Error::ShuttingDown),
+            () = self.outbound.closed() => Err(Error::AgentGone),
+            done = work => done,
+        }
+    }
+
+    /// Handles whatever the agent has already sent, without waiting.
+    fn drain_inbound(&mut self, agent: &AgentHello) -> Result<()> {
+        while self.inbound_open {
+            match self.inbound.next().now_or_never() {
+                Some(message) => self.on_inbound(agent, message)?,
+                None => break,
+            }
+        }
+        Ok(())
+    }
+
+    fn on_inbound(
+        &mut self,
+        agent: &AgentHello,
+        message: Option<std::result::Result<AgentMessage, InboundError>>,
+    ) -> Result<()> {
+        match message {
+            // The agent closed its side; it may still read, so keep sending.
+            None => self.inbound_open = false,
+            Some(Err(error)) => return Err(inbound_error(error)),
+            Some(Ok(message)) => match message.message {
+                Some(Message::Hello(_)) => return Err(Error::SecondHello),
+                Some(Message::Ack(ack)) => {
+                    let lag = self.hub.head().get().saturating_sub(ack.revision);
+                    self.metrics.lag(lag);
+                    tracing::trace!(agent_id = %agent.agent_id, revision = ack.revision, lag, "ack");
+                }
+                // A message from a newer protocol revision: ignored.
+                None => {}
+            },
+        }
+        Ok(())
+    }
+}
+
+fn inbound_error(error: InboundError) -> Error {
+    match error {
+        InboundError::TooLarge(message) => Error::MessageTooLarge(message),
+        InboundError::Malformed(message) => Error::Malformed(message),
+        InboundError::Closed(_) => Error::AgentGone,
+    }
+}
+
+/// The `reason` label of `cattail_streams_ended_total`.
+fn reason(error: &Error) -> &'static str {
+    match error {
+        Error::HelloTimeout(_) => "hello_timeout",
+        Error::Hello(_) => "invalid_hello",
+        Error::NotHello(_) | Error::SecondHello | Error::Malformed(_) => "invalid_message",
+        Error::HelloTooLarge { .. } | Error::MessageTooLarge(_) => "too_large",
+        Error::NotInSync(_) => "not_in_sync",
+        Error::ShuttingDown => "shutting_down",
+        Error::WriteTimeout(_) => "write_timeout",
+        Error::AgentGone => "agent_gone",
+        Error::Encode(_) | Error::Task(_) => "internal",
+    }
+}

@@ -1,0 +1,112 @@
+//! Tests of the resume decision (docs/PROTOCOL.md section 6).
+
+use bytes::Bytes;
+use cattail_proto::Digest;
+use cattail_proto::pb::{ResourceDigest, Resume};
+
+use crate::store::{Epoch, Revision};
+
+use super::super::hello::Subscription;
+use super::super::hub::ResourceEntry;
+use super::super::resume::{Decision, decide};
+use super::infos;
+
+const BUCKETS: u32 = 16;
+
+fn entries() -> Vec<ResourceEntry> {
+    infos()
+        .into_iter()
+        .map(|info| ResourceEntry { info })
+        .collect()
+}
+
+fn subscriptions() -> Vec<Subscription> {
+    vec![
+        Subscription {
+            index: 0,
+            scope: "n1".into(),
+        },
+        Subscription {
+            index: 1,
+            scope: String::new(),
+        },
+    ]
+}
+
+fn digest(resource: &str, scope: &str, fingerprint: u64, buckets: u32) -> ResourceDigest {
+    Digest::new(buckets)
+        .unwrap()
+        .to_proto(resource, scope, fingerprint)
+}
+
+fn resume(epoch: Epoch, revision: u64, digests: Vec<ResourceDigest>) -> Resume {
+    Resume {
+        epoch: Bytes::copy_from_slice(epoch.as_bytes()),
+        revision,
+        digests,
+    }
+}
+
+fn decide_for(resume: Option<&Resume>, covered: bool) -> Decision {
+    let ours = Epoch([7; 16]);
+    decide(
+        resume,
+        ours,
+        |_| covered,
+        &subscriptions(),
+        &entries(),
+        BUCKETS,
+    )
+}
+
+#[test]
+fn no_resume_is_a_snapshot() {
+    assert_eq!(decide_for(None, true), Decision::Snapshot);
+}
+
+#[test]
+fn same_epoch_within_the_log_is_deltas() {
+    let ours = resume(Epoch([7; 16]), 5, vec![]);
+    assert_eq!(
+        decide_for(Some(&ours), true),
+        Decision::Deltas { from: Revision(5) }
+    );
+    // Off the log, or from another process: not deltas.
+    assert_eq!(decide_for(Some(&ours), false), Decision::Snapshot);
+    let theirs = resume(Epoch([8; 16]), 5, vec![]);
+    assert_eq!(decide_for(Some(&theirs), true), Decision::Snapshot);
+}
+
+#[test]
+fn only_digests_with_our_fingerprint_bucket_count_and_scope_are_used() {
+    let usable = digest("v1/namespaces", "", 22, BUCKETS);
+    let other_epoch = Epoch([8; 16]);
+    let with = |digests| resume(other_epoch, 5, digests);
+    let expected_namespaces = Some(Digest::from_proto(&usable).unwrap());
+
+    let decision = decide_for(Some(&with(vec![usable.clone()])), true);
+    assert_eq!(
+        decision,
+        Decision::Digest {
+            digests: vec![None, expected_namespaces.clone()]
+        }
+    );
+
+    let pods = digest("v1/pods", "n1", 11, BUCKETS);
+    let decision = decide_for(Some(&with(vec![pods.clone(), usable])), true);
+    let Decision::Digest { digests } = decision else {
+        panic!("{decision:?}")
+    };
+    assert!(digests.iter().all(Option::is_some));
+
+    for unusable in [
+        digest("v1/pods", "n1", 12, BUCKETS),     // another projection
+        digest("v1/pods", "n1", 11, BUCKETS * 2), // another size
+        digest("v1/pods", "", 11, BUCKETS),       // another scope
+    ] {
+        assert_eq!(
+            decide_for(Some(&with(vec![unusable])), true),
+            Decision::Snapshot
+        );
+    }
+}

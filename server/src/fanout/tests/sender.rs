@@ -1,0 +1,185 @@
+//! Tests of one [`AgentSender`] over in-memory channels, with paused time: the Hello deadline,
+//! heartbeats, waiting for sync, a blocked agent's write timeout, a lagging agent's resync.
+
+use std::time::Duration;
+
+use cattail_proto::pb::{self, AgentMessage, ServerMessage, agent_message::Message};
+use futures::channel::mpsc::{UnboundedSender, unbounded};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio::time::{Instant, timeout};
+use tokio_util::sync::CancellationToken;
+
+use crate::store::LogLimits;
+
+use super::super::{AgentSender, Error, FanoutConfig, InboundError, OutgoingMessage};
+use super::{Fixture, decode, hello, pod};
+
+struct Harness {
+    fixture: Fixture,
+    to_server: UnboundedSender<Result<AgentMessage, InboundError>>,
+    from_server: mpsc::Receiver<Result<OutgoingMessage, Error>>,
+    shutdown: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+impl Harness {
+    fn start(config: FanoutConfig, queue: usize) -> Self {
+        let fixture = Fixture::new(config);
+        let (to_server, inbound) = unbounded();
+        let (outbound, from_server) = mpsc::channel(queue);
+        let shutdown = CancellationToken::new();
+        let sender = AgentSender::new(fixture.hub.clone(), inbound, outbound, shutdown.clone());
+        let task = tokio::spawn(sender.run());
+        Self {
+            fixture,
+            to_server,
+            from_server,
+            shutdown,
+            task,
+        }
+    }
+
+    fn say(&self, message: Message) {
+        let message = AgentMessage {
+            message: Some(message),
+        };
+        self.to_server.unbounded_send(Ok(message)).unwrap();
+    }
+
+    fn hello(&self) {
+        self.say(Message::Hello(hello("n1", &[("v1/pods", false)])));
+    }
+
+    async fn recv(&mut self) -> Result<ServerMessage, Error> {
+        match timeout(Duration::from_secs(3600), self.from_server.recv()).await {
+            Ok(Some(Ok(message))) => Ok(decode(&message)),
+            Ok(Some(Err(error))) => Err(error),
+            Ok(None) => panic!("the sender ended without a status"),
+            Err(_) => panic!("nothing from the sender within an hour"),
+        }
+    }
+
+    /// Reads until a `Synced`; returns its revision.
+    async fn synced(&mut self) -> u64 {
+        loop {
+            if let Some(synced) = self.recv().await.unwrap().synced {
+                return synced.revision;
+            }
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn no_hello_within_the_deadline_ends_the_stream() {
+    let mut harness = Harness::start(FanoutConfig::default(), 2);
+    let start = Instant::now();
+    let error = harness.recv().await.unwrap_err();
+    assert!(matches!(error, Error::HelloTimeout(_)), "{error}");
+    assert_eq!(start.elapsed(), Duration::from_secs(10));
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_idle_agent_gets_heartbeats_and_deltas_reset_the_timer() {
+    let mut harness = Harness::start(FanoutConfig::default(), 2);
+    harness.fixture.pods(&[pod("p1", Some("n1"), 1)]);
+    harness.hello();
+    let first = harness.recv().await.unwrap();
+    assert_eq!(
+        first.welcome.unwrap().resume_mode,
+        pb::ResumeMode::Snapshot as i32
+    );
+    assert_eq!(first.synced.map(|s| s.revision), Some(1));
+
+    let start = Instant::now();
+    let beat = harness.recv().await.unwrap().heartbeat.unwrap();
+    assert_eq!(start.elapsed(), Duration::from_secs(10));
+    assert_eq!(beat.head_revision, 1);
+
+    tokio::time::advance(Duration::from_secs(4)).await;
+    harness.fixture.pods(&[pod("p1", Some("n1"), 2)]);
+    let delta = harness.recv().await.unwrap();
+    assert_eq!(delta.frames.len(), 1);
+    let sent = Instant::now();
+    let beat = harness.recv().await.unwrap().heartbeat.unwrap();
+    assert_eq!(sent.elapsed(), Duration::from_secs(10));
+    assert_eq!(beat.head_revision, 2);
+
+    harness.say(Message::Ack(pb::Ack { revision: 2 }));
+    harness.say(Message::Hello(hello("n1", &[("v1/pods", false)])));
+    let error = harness.recv().await.unwrap_err();
+    assert!(matches!(error, Error::SecondHello), "{error}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_new_agent_waits_for_sync_but_not_forever() {
+    let mut harness = Harness::start(FanoutConfig::default(), 2);
+    harness.fixture.hub.set_in_sync(false);
+    harness.hello();
+    tokio::time::advance(Duration::from_secs(5)).await;
+    harness.fixture.pods(&[pod("p1", Some("n1"), 1)]);
+    harness.fixture.hub.set_in_sync(true);
+    assert_eq!(harness.synced().await, 1);
+
+    let mut late = Harness::start(FanoutConfig::default(), 2);
+    late.fixture.hub.set_in_sync(false);
+    late.hello();
+    let start = Instant::now();
+    let error = late.recv().await.unwrap_err();
+    assert!(matches!(error, Error::NotInSync(_)), "{error}");
+    assert_eq!(start.elapsed(), Duration::from_secs(20));
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_agent_that_stops_reading_is_dropped_after_the_write_timeout() {
+    let mut harness = Harness::start(FanoutConfig::default(), 1);
+    harness.hello();
+    // The catch-up fills the queue; the next delta blocks.
+    harness.fixture.pods(&[pod("p1", Some("n1"), 1)]);
+    let start = Instant::now();
+    timeout(Duration::from_secs(3600), &mut harness.task)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        start.elapsed() >= Duration::from_secs(30),
+        "{:?}",
+        start.elapsed()
+    );
+    assert_eq!(harness.fixture.hub.stats().connected_agents, 0);
+    // What was queued is still there, then the stream ends.
+    assert!(harness.from_server.recv().await.unwrap().is_ok());
+    assert!(harness.from_server.recv().await.is_none());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_lagging_agent_is_resynced_instead_of_dropped() {
+    let config = FanoutConfig {
+        log: LogLimits {
+            max_entries: 2,
+            ..LogLimits::default()
+        },
+        ..FanoutConfig::default()
+    };
+    let mut harness = Harness::start(config, 1);
+    harness.hello();
+    assert_eq!(harness.synced().await, 0);
+    for version in 1..=6 {
+        harness
+            .fixture
+            .pods(&[pod(&format!("p{version}"), Some("n1"), 1)]);
+    }
+    let mut replaced = 0;
+    loop {
+        let message = harness.recv().await.unwrap();
+        replaced += message.frames.iter().filter(|f| f.replace).count();
+        if message.synced.map(|s| s.revision) == Some(6) {
+            break;
+        }
+    }
+    assert!(replaced > 0, "no resync");
+    assert_eq!(harness.fixture.hub.stats().connected_agents, 1);
+    harness.shutdown.cancel();
+    let error = harness.recv().await.unwrap_err();
+    assert!(matches!(error, Error::ShuttingDown), "{error}");
+}

@@ -1,0 +1,150 @@
+//! The gRPC edge: `cattail.v1.Sync` and `grpc.health.v1.Health` on one port, and the one place
+//! where fan-out errors become a `tonic::Status`.
+//!
+//! [`serve`] runs until the shutdown token is cancelled: every agent stream then ends with
+//! `UNAVAILABLE` ("server shutting down") so agents reconnect elsewhere, health watches end, and
+//! the HTTP/2 connections close gracefully. Health is `SERVING` only while the hub is in sync.
+
+mod codec;
+mod service;
+#[cfg(test)]
+mod tests;
+
+use std::time::Duration;
+
+use cattail_proto::pb::sync_server::SERVICE_NAME;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Server;
+use tonic::transport::server::TcpIncoming;
+use tonic::{Code, Status};
+use tonic_health::ServingStatus;
+use tonic_health::server::HealthReporter;
+use tracing::Instrument;
+
+use crate::fanout::{self, Hub};
+
+use service::SyncService;
+
+/// Why the gRPC endpoint stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The HTTP/2 server failed.
+    #[error("the gRPC server failed: {0}; check the listen address and the logs above")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// Result alias for this module.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Transport settings of the gRPC endpoint.
+///
+/// HTTP/2 windows here are the server's *receive* windows: agents send a Hello and small Acks,
+/// so they are small. What bounds a slow agent's memory is its own receive window, hyper's send
+/// buffer (400 KiB per stream, not configurable through tonic) and [`GrpcConfig::queue`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GrpcConfig {
+    /// Messages queued per agent between its sender and the transport.
+    pub queue: usize,
+    /// HTTP/2 stream receive window, bytes.
+    pub initial_stream_window_bytes: u32,
+    /// HTTP/2 connection receive window, bytes.
+    pub initial_connection_window_bytes: u32,
+    /// HTTP/2 PING interval, to find dead connections; `None` disables it.
+    pub http2_keepalive_interval: Option<Duration>,
+    /// How long a PING may go unanswered before the connection is closed.
+    pub http2_keepalive_timeout: Option<Duration>,
+    /// Streams per connection; `None` leaves hyper's default.
+    pub max_concurrent_streams: Option<u32>,
+    /// `TCP_NODELAY` on accepted sockets: deltas are small and latency matters.
+    pub tcp_nodelay: bool,
+}
+
+impl Default for GrpcConfig {
+    fn default() -> Self {
+        Self {
+            queue: 1,
+            initial_stream_window_bytes: 256 * 1024,
+            initial_connection_window_bytes: 1024 * 1024,
+            http2_keepalive_interval: Some(Duration::from_secs(30)),
+            http2_keepalive_timeout: Some(Duration::from_secs(20)),
+            max_concurrent_streams: None,
+            tcp_nodelay: true,
+        }
+    }
+}
+
+/// Serves `cattail.v1.Sync` and `grpc.health.v1.Health` on `listener` until `shutdown`.
+///
+/// # Errors
+/// [`Error::Transport`] if the server fails; agents' problems never end it.
+pub async fn serve(
+    listener: TcpListener,
+    hub: Hub,
+    config: GrpcConfig,
+    shutdown: CancellationToken,
+) -> Result<()> {
+    let (reporter, health) = tonic_health::server::health_reporter();
+    set_health(&reporter, hub.in_sync()).await;
+    let reporting = tokio::spawn(
+        report_health(reporter, hub.clone(), shutdown.clone())
+            .instrument(tracing::info_span!("grpc_health")),
+    );
+    let sync = SyncService::new(hub, shutdown.clone(), config.queue);
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(config.tcp_nodelay));
+    let served = Server::builder()
+        .initial_stream_window_size(config.initial_stream_window_bytes)
+        .initial_connection_window_size(config.initial_connection_window_bytes)
+        .http2_keepalive_interval(config.http2_keepalive_interval)
+        .http2_keepalive_timeout(config.http2_keepalive_timeout)
+        .max_concurrent_streams(config.max_concurrent_streams)
+        .add_service(health)
+        .add_service(sync)
+        .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
+        .await;
+    reporting.abort();
+    served.map_err(Error::from)
+}
+
+/// The gRPC status that ends an agent's stream for `error`: docs/PROTOCOL.md section 10.
+pub fn status(error: &fanout::Error) -> Status {
+    use fanout::Error as E;
+    let code = match error {
+        E::HelloTimeout(_) => Code::DeadlineExceeded,
+        E::NotHello(_) | E::SecondHello | E::Malformed(_) => Code::InvalidArgument,
+        E::Hello(error) => error.code(),
+        E::HelloTooLarge { .. } | E::MessageTooLarge(_) => Code::ResourceExhausted,
+        E::NotInSync(_) | E::ShuttingDown | E::WriteTimeout(_) | E::AgentGone => Code::Unavailable,
+        E::Encode(_) | E::Task(_) => Code::Internal,
+    };
+    Status::new(code, error.to_string())
+}
+
+/// Follows the hub's sync status until shutdown, then ends every health watch.
+async fn report_health(mut reporter: HealthReporter, hub: Hub, shutdown: CancellationToken) {
+    let mut in_sync = hub.watch_in_sync();
+    loop {
+        let serving = *in_sync.borrow_and_update();
+        set_health(&reporter, serving).await;
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            changed = in_sync.changed() => if changed.is_err() { break },
+        }
+    }
+    set_health(&reporter, false).await;
+    // Dropping the statuses ends `Watch` streams, so they never hold the shutdown open.
+    for name in ["", SERVICE_NAME] {
+        reporter.clear_service_status(name).await;
+    }
+}
+
+async fn set_health(reporter: &HealthReporter, serving: bool) {
+    let status = if serving {
+        ServingStatus::Serving
+    } else {
+        ServingStatus::NotServing
+    };
+    for name in ["", SERVICE_NAME] {
+        reporter.set_service_status(name, status).await;
+    }
+}
