@@ -104,7 +104,11 @@ pub async fn serve(
         .route("/readyz", get(readyz))
         .route("/metrics", get(render_metrics))
         .route("/status", get(status_page))
-        .with_state(AdminState { sync, metrics, status });
+        .with_state(AdminState {
+            sync,
+            metrics,
+            status,
+        });
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await
@@ -130,7 +134,11 @@ async fn render_metrics(State(state): State<AdminState>) -> impl IntoResponse {
 async fn status_page(State(state): State<AdminState>) -> impl IntoResponse {
     let mut status = (state.status)();
     if let Some(map) = status.as_object_mut() {
-        let text = if state.sync.get() { "InSync" } else { "WaitingForDatastore" };
+        let text = if state.sync.get() {
+            "InSync"
+        } else {
+            "WaitingForDatastore"
+        };
         map.insert("syncStatus".into(), text.into());
     }
     Json(status)

@@ -58,6 +58,9 @@ pub struct ServeArgs {
     /// How long to wait for agents and tasks to stop after SIGTERM.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration, env = "CATTAIL_SHUTDOWN_GRACE")]
     pub shutdown_grace: Duration,
+    /// This replica's name in each agent's Welcome (in a pod: set it from metadata.name).
+    #[arg(long, env = "CATTAIL_SERVER_ID", default_value_t = default_server_id())]
+    pub server_id: String,
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "CATTAIL_LOG_FORMAT")]
     pub log_format: LogFormat,
@@ -70,4 +73,13 @@ pub enum LogFormat {
     Text,
     /// One JSON object per line.
     Json,
+}
+
+/// The host name, or "cattail".
+fn default_server_id() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "cattail".to_owned())
 }

@@ -5,7 +5,9 @@
 //! single-writer state with dedupe, relist diffs, revisions, the bounded log and snapshots),
 //! [`fanout`] (frames encoded once, the log of them, digests and one sender per agent) and
 //! [`grpc`] (the `cattail.v1.Sync` and health services). Lower modules never import higher
-//! ones: `config` <- `store` <- `k8s`, and `store` <- `fanout` <- `grpc`.
+//! ones: `config` <- `store` <- `k8s`, and `store` <- `fanout` <- `grpc`. [`writer`] (the single
+//! task that changes the store) and [`serve`] (everything wired together) sit on top; the
+//! `cattail` binary (`main.rs`, `args.rs`) only parses flags and handles signals.
 
 pub mod admin;
 pub mod args;
@@ -13,4 +15,6 @@ pub mod config;
 pub mod fanout;
 pub mod grpc;
 pub mod k8s;
+pub mod serve;
 pub mod store;
+pub mod writer;

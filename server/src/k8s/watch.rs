@@ -208,8 +208,17 @@ pub async fn run(
                 continue;
             }
         };
-        metrics::counter!("cattail_updates_received_total", "resource" => label.clone())
-            .increment(1);
+        match &event {
+            Event::Init => {
+                metrics::counter!("cattail_relists_total", "resource" => label.clone())
+                    .increment(1);
+            }
+            Event::InitApply(_) | Event::Apply(_) | Event::Delete(_) => {
+                metrics::counter!("cattail_updates_received_total", "resource" => label.clone())
+                    .increment(1);
+            }
+            Event::InitDone => {}
+        }
         let Some(event) = translate(&projection, &label, event) else {
             continue;
         };

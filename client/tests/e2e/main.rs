@@ -1,0 +1,339 @@
+//! End to end against the real API server from testenv: the real cattail server (in-process)
+//! watching it, and agents built on cattail-client (in-process and the `cattail-agent` binary).
+
+#![allow(clippy::unwrap_used)] // tests fail loudly on purpose
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::process::Command;
+
+use cattail_testenv::TestEnv;
+use k8s_openapi::api::core::v1::{Namespace, Pod};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
+use kube::core::{ApiResource, GroupVersionKind};
+use serde_json::{Value, json};
+use support::{Agent, Server, State, WAIT, converge, counter, expected_state, wait_for};
+
+async fn create<K>(api: &Api<K>, value: Value)
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
+{
+    api.create(
+        &PostParams::default(),
+        &serde_json::from_value(value).unwrap(),
+    )
+    .await
+    .unwrap();
+}
+
+fn pod(name: &str, node: &str, app: &str) -> Value {
+    json!({
+        "metadata": {"name": name, "labels": {"app": app}},
+        "spec": {"nodeName": node, "containers": [{"name": "c", "image": "x",
+            "ports": [{"containerPort": 8080}]}]}
+    })
+}
+
+async fn status(pods: &Api<Pod>, name: &str, value: Value) {
+    pods.patch_status(name, &PatchParams::default(), &Patch::Merge(&value))
+        .await
+        .unwrap();
+}
+
+fn widgets(env: &TestEnv, ns: &str) -> Api<DynamicObject> {
+    let gvk = GroupVersionKind::gvk("example.com", "v1", "Widget");
+    Api::namespaced_with(env.client(), ns, &ApiResource::from_gvk(&gvk))
+}
+
+/// Namespaces a and b, a CRD with objects, pods on two nodes with kubelet-style status,
+/// and a network policy.
+async fn seed(env: &TestEnv) {
+    let client = env.client();
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    for ns in ["a", "b"] {
+        create(
+            &namespaces,
+            json!({"metadata": {"name": ns, "labels": {"team": ns}}}),
+        )
+        .await;
+    }
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    create(
+        &crds,
+        json!({
+            "metadata": {"name": "widgets.example.com"},
+            "spec": {"group": "example.com", "scope": "Namespaced",
+                "names": {"plural": "widgets", "singular": "widget", "kind": "Widget"},
+                "versions": [{"name": "v1", "served": true, "storage": true,
+                    "schema": {"openAPIV3Schema": {"type": "object",
+                        "x-kubernetes-preserve-unknown-fields": true}}}]}
+        }),
+    )
+    .await;
+    let established = kube::runtime::wait::conditions::is_crd_established();
+    tokio::time::timeout(
+        WAIT,
+        kube::runtime::wait::await_condition(crds, "widgets.example.com", established),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    for (name, size) in [("w1", 1), ("w2", 2)] {
+        let widget = json!({"apiVersion": "example.com/v1", "kind": "Widget",
+            "metadata": {"name": name}, "spec": {"size": size}});
+        create(&widgets(env, "a"), widget).await;
+    }
+    for ns in ["a", "b"] {
+        let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+        for (i, node) in ["node-1", "node-2"].iter().enumerate() {
+            let name = format!("p{i}");
+            create(&pods, pod(&name, node, "web")).await;
+            let ip = format!("10.0.{}.{}", ns.len(), i + 1);
+            status(
+                &pods,
+                &name,
+                json!({"status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}]}}),
+            )
+            .await;
+        }
+    }
+    let policies: Api<NetworkPolicy> = Api::namespaced(client, "a");
+    create(&policies, json!({"metadata": {"name": "deny"}, "spec": {"podSelector": {}, "policyTypes": ["Ingress"]}})).await;
+}
+
+/// `cattail-agent dump`'s output, as a state.
+fn dump(endpoint: &str) -> State {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_cattail-agent"));
+    cmd.args(["dump", "--server", endpoint, "--timeout", "60s"]);
+    for resource in support::config().resources {
+        cmd.args(["--resource", resource.resource.as_str()]);
+    }
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut state = BTreeMap::new();
+    for line in String::from_utf8(out.stdout).unwrap().lines() {
+        let v: Value = serde_json::from_str(line).unwrap();
+        let key = (
+            v["resource"].as_str().unwrap().to_owned(),
+            v["namespace"].as_str().unwrap().to_owned(),
+            v["name"].as_str().unwrap().to_owned(),
+        );
+        state.insert(key, v["value"].clone());
+    }
+    state
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_agents_hold_exactly_the_projected_cluster() {
+    let _serial = support::SERIAL.lock().await;
+    let env = TestEnv::start().await.unwrap();
+    seed(&env).await;
+    let server = Server::start(&env, "127.0.0.1:0".parse().unwrap()).await;
+    let endpoints = vec![server.endpoint()];
+    let agents: Vec<Agent> = (0..3)
+        .map(|i| Agent::start(&endpoints, &format!("agent-{i}")))
+        .collect();
+    converge(&env, &agents).await;
+    let want = expected_state(&env).await;
+    assert!(want.len() > 10, "the seed should be visible: {want:?}");
+    assert_eq!(
+        dump(&server.endpoint()),
+        want,
+        "cattail-agent dump differs from the API server"
+    );
+
+    // Creates, updates and deletes of pods, namespaces, network policies and CRD objects.
+    let client = env.client();
+    let pods_a: Api<Pod> = Api::namespaced(client.clone(), "a");
+    pods_a
+        .patch(
+            "p0",
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"metadata": {"labels": {"app": "db"}}})),
+        )
+        .await
+        .unwrap();
+    pods_a
+        .delete("p1", &DeleteParams::default().grace_period(0))
+        .await
+        .unwrap();
+    create(&pods_a, pod("p9", "node-3", "new")).await;
+    let policies: Api<NetworkPolicy> = Api::namespaced(client.clone(), "a");
+    policies
+        .patch(
+            "deny",
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"spec": {"policyTypes": ["Ingress", "Egress"]}})),
+        )
+        .await
+        .unwrap();
+    create(&policies, json!({"metadata": {"name": "allow"}, "spec": {"podSelector": {"matchLabels": {"app": "web"}}}})).await;
+    widgets(&env, "a")
+        .delete("w1", &DeleteParams::default())
+        .await
+        .unwrap();
+    widgets(&env, "a")
+        .patch(
+            "w2",
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"spec": {"size": 20}})),
+        )
+        .await
+        .unwrap();
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    create(&namespaces, json!({"metadata": {"name": "c"}})).await;
+    // Deleting b takes its objects with it (kube-controller-manager's namespace controller).
+    // No kubelet confirms pod deletions here, so its pods are force-deleted first, as a
+    // kubelet would finish them.
+    let pods_b: Api<Pod> = Api::namespaced(client.clone(), "b");
+    for name in ["p0", "p1"] {
+        pods_b
+            .delete(name, &DeleteParams::default().grace_period(0))
+            .await
+            .unwrap();
+    }
+    namespaces
+        .delete("b", &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_for_gone(&namespaces, "b").await;
+
+    converge(&env, &agents).await;
+    let after = expected_state(&env).await;
+    assert!(
+        !after.keys().any(|(r, ns, _)| r == "v1/pods" && ns == "b"),
+        "b's pods are gone"
+    );
+    assert_eq!(dump(&server.endpoint()), after);
+    server.stop().await;
+}
+
+async fn wait_for_gone(namespaces: &Api<Namespace>, name: &str) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while namespaces.get_opt(name).await.unwrap().is_some() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "namespace {name} was never deleted"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_only_changes_reach_no_agent() {
+    let _serial = support::SERIAL.lock().await;
+    let env = TestEnv::start().await.unwrap();
+    seed(&env).await;
+    let server = Server::start(&env, "127.0.0.1:0".parse().unwrap()).await;
+    let agent = Agent::start(&[server.endpoint()], "agent-0");
+    converge(&env, std::slice::from_ref(&agent)).await;
+
+    let before_events = agent.event_count();
+    let dropped = || {
+        counter("cattail_updates_deduplicated_total") + counter("cattail_updates_collapsed_total")
+    };
+    let before_dedup = dropped();
+    let pods: Api<Pod> = Api::namespaced(env.client(), "a");
+    // Readiness flaps and restarts: status fields the projection does not keep.
+    for ready in ["True", "False", "True"] {
+        status(&pods, "p0", json!({"status": {"conditions": [{"type": "Ready", "status": ready}],
+            "containerStatuses": [{"name": "c", "image": "x", "imageID": "", "ready": ready == "True",
+                "restartCount": 3, "state": {"running": {}}}]}})).await;
+    }
+    // A projected change afterwards, as a barrier: once it arrives, the others would have too.
+    pods.patch(
+        "p1",
+        &PatchParams::default(),
+        &Patch::Merge(&json!({"metadata": {"labels": {"barrier": "1"}}})),
+    )
+    .await
+    .unwrap();
+    wait_for(|| agent.event_count() > before_events, "the barrier change").await;
+    let events = agent.events_since(before_events);
+    assert_eq!(
+        events,
+        vec![("apply".to_owned(), "v1/pods a/p1".to_owned())],
+        "only the barrier arrives"
+    );
+    let after_dedup = dropped();
+    assert!(
+        after_dedup >= before_dedup + 3.0,
+        "deduplicated {before_dedup} -> {after_dedup}"
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relist_after_410_sends_only_real_changes() {
+    let _serial = support::SERIAL.lock().await;
+    let env = TestEnv::start().await.unwrap();
+    seed(&env).await;
+    let server = Server::start(&env, "127.0.0.1:0".parse().unwrap()).await;
+    let agent = Agent::start(&[server.endpoint()], "agent-0");
+    converge(&env, std::slice::from_ref(&agent)).await;
+
+    let relists = counter("cattail_relists_total");
+    let before_events = agent.event_count();
+    env.compact().await.unwrap();
+    let pods: Api<Pod> = Api::namespaced(env.client(), "a");
+    create(&pods, pod("meanwhile", "node-1", "web")).await;
+    // Every resource's watch relists after the compaction (one Init each).
+    let resources = support::config().resources.len() as f64;
+    wait_for(
+        || counter("cattail_relists_total") >= relists + resources,
+        "every watch to relist",
+    )
+    .await;
+    converge(&env, std::slice::from_ref(&agent)).await;
+    let events = agent.events_since(before_events);
+    assert_eq!(
+        events,
+        vec![("apply".to_owned(), "v1/pods a/meanwhile".to_owned())]
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agents_resync_to_the_exact_state_after_a_server_restart() {
+    let _serial = support::SERIAL.lock().await;
+    let env = TestEnv::start().await.unwrap();
+    seed(&env).await;
+    let server = Server::start(&env, "127.0.0.1:0".parse().unwrap()).await;
+    let addr = server.addr;
+    let agents: Vec<Agent> = (0..2)
+        .map(|i| Agent::start(&[server.endpoint()], &format!("agent-{i}")))
+        .collect();
+    converge(&env, &agents).await;
+    server.stop().await;
+
+    // While the server is down, the cluster changes.
+    let pods: Api<Pod> = Api::namespaced(env.client(), "a");
+    pods.delete("p0", &DeleteParams::default().grace_period(0))
+        .await
+        .unwrap();
+    create(&pods, pod("while-down", "node-2", "web")).await;
+    let before: Vec<usize> = agents.iter().map(Agent::event_count).collect();
+
+    let server = Server::start(&env, addr).await;
+    converge(&env, &agents).await;
+    // The resync was diffed: each agent saw exactly the two real changes.
+    for (agent, before) in agents.iter().zip(before) {
+        let mut events = agent.events_since(before);
+        events.sort();
+        assert_eq!(
+            events,
+            vec![
+                ("apply".to_owned(), "v1/pods a/while-down".to_owned()),
+                ("delete".to_owned(), "v1/pods a/p0".to_owned())
+            ]
+        );
+    }
+    server.stop().await;
+}

@@ -1,0 +1,108 @@
+//! `cattail`: the fan-out server binary. Everything is wired in `cattail_server::serve`;
+//! this file only parses arguments, sets up logging and handles signals.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use cattail_server::args::{Cli, Command, LogFormat, ServeArgs};
+use cattail_server::config::ServerConfig;
+use cattail_server::k8s::watch::WatchConfig;
+use cattail_server::serve::{ServeOptions, serve};
+use clap::Parser;
+use tokio::net::TcpListener;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio_util::sync::CancellationToken;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Serve(args) => run(args).await,
+        Command::CheckConfig { config } => {
+            let config = load_config(config.as_deref())?;
+            print!("{}", serde_yaml_ng::to_string(&config)?);
+            Ok(())
+        }
+    }
+}
+
+fn load_config(path: Option<&std::path::Path>) -> anyhow::Result<ServerConfig> {
+    match path {
+        Some(path) => Ok(ServerConfig::load(path)?),
+        None => Ok(ServerConfig::default()),
+    }
+}
+
+async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match args.log_format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().init(),
+    }
+
+    let config = load_config(args.config.as_deref())?;
+    let metrics = cattail_server::admin::install_recorder()?;
+    let client = kube_client(args.kubeconfig.as_deref()).await?;
+    let grpc = TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("binding --listen {}", args.listen))?;
+    let admin = TcpListener::bind(args.admin_listen)
+        .await
+        .with_context(|| format!("binding --admin-listen {}", args.admin_listen))?;
+    tracing::info!(grpc = %grpc.local_addr()?, admin = %admin.local_addr()?, "listening");
+
+    let mut options = ServeOptions {
+        config,
+        watch: WatchConfig {
+            streaming_lists: args.streaming_lists,
+            ..WatchConfig::default()
+        },
+        ..ServeOptions::default()
+    };
+    options.fanout.server_id = args.server_id.clone();
+    let shutdown = CancellationToken::new();
+    tokio::spawn(handle_signals(shutdown.clone(), args.shutdown_grace));
+    serve(options, client, grpc, Some(admin), metrics, shutdown, None).await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn kube_client(kubeconfig: Option<&std::path::Path>) -> anyhow::Result<kube::Client> {
+    let config = match kubeconfig {
+        Some(path) => {
+            let kc = kube::config::Kubeconfig::read_from(path)
+                .with_context(|| format!("reading --kubeconfig {}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+                .await
+                .with_context(|| format!("using --kubeconfig {}", path.display()))?
+        }
+        None => kube::Config::infer()
+            .await
+            .context("no --kubeconfig, no in-cluster config and no usable $KUBECONFIG")?,
+    };
+    Ok(kube::Client::try_from(config)?)
+}
+
+/// SIGTERM or SIGINT cancels the root token (drain); a second signal, or the grace period
+/// running out, exits at once.
+async fn handle_signals(shutdown: CancellationToken, grace: Duration) {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install signal handlers");
+        return;
+    };
+    tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+    tracing::info!(?grace, "shutting down");
+    shutdown.cancel();
+    tokio::select! {
+        _ = term.recv() => tracing::warn!("second signal: exiting now"),
+        _ = int.recv() => tracing::warn!("second signal: exiting now"),
+        _ = tokio::time::sleep(grace) => tracing::warn!("grace period over: exiting now"),
+    }
+    std::process::exit(1);
+}
