@@ -10,7 +10,7 @@ use cattail_client::{Client, Event, Subscription, SubscriptionEvent};
 use cattail_server::config::{FieldPath, ResourceConfig, ServerConfig};
 use cattail_server::k8s::project::Projection;
 use cattail_server::k8s::watch::resolve;
-use cattail_server::serve::{ServeOptions, ServerHandle, serve};
+use cattail_server::serve::{ServeOptions, serve};
 use cattail_testenv::TestEnv;
 use futures::StreamExt;
 use kube::api::{Api, DynamicObject, ListParams};
@@ -19,16 +19,16 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-pub const WAIT: Duration = Duration::from_secs(90);
+pub(crate) const WAIT: Duration = Duration::from_secs(90);
 
 /// The tests read process-wide metrics, so they run one at a time.
-pub static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+pub(crate) static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// (resource, namespace, name) -> projected object.
-pub type State = BTreeMap<(String, String, String), Value>;
+pub(crate) type State = BTreeMap<(String, String, String), Value>;
 
 /// The server's config in these tests: the default profile plus a CRD.
-pub fn config() -> ServerConfig {
+pub(crate) fn config() -> ServerConfig {
     let mut config = ServerConfig::default();
     let widgets = ResourceConfig::new("example.com/v1/widgets".parse().unwrap())
         .with_field(FieldPath::parse("spec").unwrap())
@@ -38,20 +38,19 @@ pub fn config() -> ServerConfig {
 }
 
 /// A running in-process server.
-pub struct Server {
-    pub addr: SocketAddr,
-    pub handle: ServerHandle,
-    pub token: CancellationToken,
-    pub task: JoinHandle<()>,
+pub(crate) struct Server {
+    pub(crate) addr: SocketAddr,
+    pub(crate) token: CancellationToken,
+    pub(crate) task: JoinHandle<()>,
 }
 
 impl Server {
-    pub fn endpoint(&self) -> String {
+    pub(crate) fn endpoint(&self) -> String {
         format!("http://{}", self.addr)
     }
 
     /// Starts the server on `addr` (port 0 for a free one) and waits until it is in sync.
-    pub async fn start(env: &TestEnv, addr: SocketAddr) -> Server {
+    pub(crate) async fn start(env: &TestEnv, addr: SocketAddr) -> Server {
         let listener = TcpListener::bind(addr).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let token = CancellationToken::new();
@@ -79,16 +78,11 @@ impl Server {
         });
         let handle = ready_rx.await.unwrap();
         wait_for(|| handle.sync.get(), "the server to be in sync").await;
-        Server {
-            addr,
-            handle,
-            token,
-            task,
-        }
+        Server { addr, token, task }
     }
 
     /// Stops the server and waits for it.
-    pub async fn stop(self) {
+    pub(crate) async fn stop(self) {
         self.token.cancel();
         tokio::time::timeout(WAIT, self.task)
             .await
@@ -98,7 +92,7 @@ impl Server {
 }
 
 /// Polls `condition` until it holds, failing after [`WAIT`].
-pub async fn wait_for(mut condition: impl FnMut() -> bool, what: &str) {
+pub(crate) async fn wait_for(mut condition: impl FnMut() -> bool, what: &str) {
     let deadline = tokio::time::Instant::now() + WAIT;
     while !condition() {
         assert!(
@@ -110,7 +104,7 @@ pub async fn wait_for(mut condition: impl FnMut() -> bool, what: &str) {
 }
 
 /// What the API server holds now, projected the way the server projects it.
-pub async fn expected_state(env: &TestEnv) -> State {
+pub(crate) async fn expected_state(env: &TestEnv) -> State {
     let client = env.client();
     let mut state = State::new();
     for resource in config().resources {
@@ -137,15 +131,15 @@ pub async fn expected_state(env: &TestEnv) -> State {
 
 /// A long-lived agent: its local copy and every event it received.
 #[derive(Clone, Default)]
-pub struct Agent {
-    pub state: Arc<Mutex<State>>,
-    pub events: Arc<Mutex<Vec<(String, String)>>>,
-    pub synced: Arc<Mutex<usize>>,
+pub(crate) struct Agent {
+    pub(crate) state: Arc<Mutex<State>>,
+    pub(crate) events: Arc<Mutex<Vec<(String, String)>>>,
+    pub(crate) synced: Arc<Mutex<usize>>,
 }
 
 impl Agent {
     /// Connects to `endpoints` and subscribes to every configured resource.
-    pub fn start(endpoints: &[String], name: &str) -> Agent {
+    pub(crate) fn start(endpoints: &[String], name: &str) -> Agent {
         let agent = Agent::default();
         let subscriptions: Vec<Subscription> = config()
             .resources
@@ -195,21 +189,21 @@ impl Agent {
         }
     }
 
-    pub fn snapshot(&self) -> State {
+    pub(crate) fn snapshot(&self) -> State {
         self.state.lock().unwrap().clone()
     }
 
-    pub fn event_count(&self) -> usize {
+    pub(crate) fn event_count(&self) -> usize {
         self.events.lock().unwrap().len()
     }
 
-    pub fn events_since(&self, start: usize) -> Vec<(String, String)> {
+    pub(crate) fn events_since(&self, start: usize) -> Vec<(String, String)> {
         self.events.lock().unwrap()[start..].to_vec()
     }
 }
 
 /// Waits until every agent's copy equals the projected state of the API server.
-pub async fn converge(env: &TestEnv, agents: &[Agent]) {
+pub(crate) async fn converge(env: &TestEnv, agents: &[Agent]) {
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
         let want = expected_state(env).await;
@@ -236,7 +230,7 @@ pub async fn converge(env: &TestEnv, agents: &[Agent]) {
 }
 
 /// The value of an unlabelled counter in the Prometheus text, or 0.
-pub fn counter(name: &str) -> f64 {
+pub(crate) fn counter(name: &str) -> f64 {
     let text = cattail_server::admin::metrics_handle().render();
     text.lines()
         .filter(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
