@@ -1,0 +1,103 @@
+//! Command-line arguments of `cattail-loadtest`: every flag validated by clap, with `CATTAIL_*`
+//! environment variables where a value is the same across commands.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use cattail_loadtest::scenario::ScenarioName;
+use clap::{Args, Parser, Subcommand};
+
+/// Load tests, baselines and the demo for cattail.
+#[derive(Debug, Parser)]
+#[command(name = "cattail-loadtest", version, about)]
+pub(crate) struct Cli {
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Fill an API server with a scenario's synthetic cluster (idempotent).
+    Seed(SeedArgs),
+    /// Write a mix of changes at a set rate, bounded in time and count.
+    Churn(ChurnArgs),
+    /// Run many agents against cattail endpoints (driven over stdin; see `run`).
+    Agents(AgentsArgs),
+}
+
+/// Where the cluster is and how big it is.
+#[derive(Debug, Args)]
+pub(crate) struct ClusterArgs {
+    /// The kubeconfig of the API server to load.
+    #[arg(long, env = "CATTAIL_KUBECONFIG")]
+    pub(crate) kubeconfig: Option<PathBuf>,
+    /// The scenario: small, medium or large.
+    #[arg(long, default_value = "small", env = "CATTAIL_SCENARIO")]
+    pub(crate) scenario: ScenarioName,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct SeedArgs {
+    #[command(flatten)]
+    pub(crate) cluster: ClusterArgs,
+    /// Writes per second (at least 1).
+    #[arg(long, default_value_t = 400, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub(crate) qps: u32,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ChurnArgs {
+    #[command(flatten)]
+    pub(crate) cluster: ClusterArgs,
+    /// Writes per second; defaults to the scenario's rate.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub(crate) rate: Option<u32>,
+    /// How long to churn, like `30s` or `5m` (at most 24h).
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub(crate) duration: Duration,
+    /// Stop after this many writes.
+    #[arg(long, default_value_t = 10_000_000)]
+    pub(crate) max_writes: u64,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct AgentsArgs {
+    /// A cattail gRPC endpoint, like `http://127.0.0.1:5473`; repeat for several.
+    #[arg(
+        long = "endpoint",
+        required = true,
+        env = "CATTAIL_ENDPOINTS",
+        value_delimiter = ','
+    )]
+    pub(crate) endpoints: Vec<String>,
+    /// How many agents to run in this process (at most 9,000: the open-files limit is 20,000).
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=9_000))]
+    pub(crate) count: u32,
+    /// The index of the first agent (agent `i` runs on node `i % nodes`).
+    #[arg(long, default_value_t = 0)]
+    pub(crate) first_index: u32,
+    /// Nodes in the cluster.
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..))]
+    pub(crate) nodes: u32,
+    /// How many of the agents are probes using the real cattail-client.
+    #[arg(long, default_value_t = 2)]
+    pub(crate) probes: u32,
+    /// The kubeconfig the probes check their caches against.
+    #[arg(long, env = "CATTAIL_KUBECONFIG")]
+    pub(crate) kubeconfig: Option<PathBuf>,
+    /// Where the first light agent writes the bytes it received (for the TCP baseline).
+    #[arg(long)]
+    pub(crate) trace_dir: Option<PathBuf>,
+    /// Stop after this long, whatever happens.
+    #[arg(long, default_value = "2h", value_parser = parse_duration)]
+    pub(crate) max_duration: Duration,
+}
+
+/// A duration like `20s` or `5m`, between 1 s and 24 h.
+pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(text).map_err(|e| format!("{e}: write it like 20s or 5m"))?;
+    if d < Duration::from_secs(1) || d > Duration::from_secs(24 * 3600) {
+        return Err(format!("{text} is out of range: use 1s to 24h"));
+    }
+    Ok(d)
+}

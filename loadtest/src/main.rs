@@ -1,0 +1,61 @@
+//! `cattail-loadtest`: parses arguments and hands each command to the library.
+
+mod args;
+
+use anyhow::Context;
+use cattail_loadtest::churn::{self, ChurnLimits};
+use cattail_loadtest::scenario::Scenario;
+use cattail_loadtest::{agents, kube_client, seed};
+use clap::Parser;
+
+use crate::args::{Cli, Command};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    match Cli::parse().command {
+        Command::Seed(args) => {
+            let client = kube_client(args.cluster.kubeconfig.as_deref()).await?;
+            let scenario = Scenario::named(args.cluster.scenario);
+            let started = std::time::Instant::now();
+            let writes = seed::seed(&client, &scenario, args.qps, true)
+                .await
+                .context("seeding failed; it is idempotent, so run it again once the API server is healthy")?;
+            println!(
+                "seeded {} ({writes} writes) in {:.1?}",
+                args.cluster.scenario,
+                started.elapsed()
+            );
+        }
+        Command::Churn(args) => {
+            let client = kube_client(args.cluster.kubeconfig.as_deref()).await?;
+            let scenario = Scenario::named(args.cluster.scenario);
+            let limits = ChurnLimits {
+                rate: args.rate.unwrap_or(scenario.writes_per_sec),
+                duration: args.duration,
+                max_writes: args.max_writes,
+            };
+            let report = churn::churn(&client, &scenario, limits).await;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+        }
+        Command::Agents(args) => {
+            agents::run(agents::AgentsConfig {
+                endpoints: args.endpoints,
+                count: args.count,
+                first_index: args.first_index,
+                nodes: args.nodes,
+                probes: args.probes.min(args.count),
+                kubeconfig: args.kubeconfig,
+                trace_dir: args.trace_dir,
+                max_duration: args.max_duration,
+            })
+            .await?;
+        }
+    }
+    Ok(())
+}
