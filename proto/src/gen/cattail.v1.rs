@@ -177,10 +177,10 @@ pub struct ResourceInfo {
 #[allow(clippy::all)]
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct Limits {
-    /// The largest ServerMessage the server sends, and the largest AgentMessage it accepts after Hello.
+    /// The largest ServerMessage the server sends.
     #[prost(uint32, tag = "1")]
     pub max_message_bytes: u32,
-    /// The largest Hello the server accepts.
+    /// The largest AgentMessage the server accepts: the Hello, and every Ack after it.
     #[prost(uint32, tag = "2")]
     pub max_hello_bytes: u32,
     /// How often the server sends a Heartbeat on an otherwise idle stream.
