@@ -15,6 +15,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 )
 
@@ -32,9 +33,21 @@ type credentials struct {
 
 // writeCredentials makes a fresh CA, a serving certificate for the loopback
 // addresses, a service-account signing key and an admin token, and writes the
-// kubeconfig that uses them. Everything is regenerated on each start.
+// kubeconfig that uses them. A data dir that already holds them (a restart) keeps
+// them, so clients and ServiceAccount tokens from before the restart stay valid.
 func writeCredentials(l dirLayout, p portSet) (credentials, error) {
-	c := credentials{
+	c := credentialPaths(l)
+	if reused, ok := reuseCredentials(c); ok {
+		if err := os.WriteFile(l.kubeconfig, kubeconfig(p, reused), 0o600); err != nil {
+			return reused, fmt.Errorf("writing %s: %w", l.kubeconfig, err)
+		}
+		return reused, nil
+	}
+	return generateCredentials(l, p, c)
+}
+
+func credentialPaths(l dirLayout) credentials {
+	return credentials{
 		caFile:    filepath.Join(l.pki, "ca.crt"),
 		certFile:  filepath.Join(l.pki, "apiserver.crt"),
 		keyFile:   filepath.Join(l.pki, "apiserver.key"),
@@ -42,6 +55,33 @@ func writeCredentials(l dirLayout, p portSet) (credentials, error) {
 		saPubFile: filepath.Join(l.pki, "sa.pub"),
 		tokenFile: filepath.Join(l.pki, "tokens.csv"),
 	}
+}
+
+// reuseCredentials reads the credentials of an earlier start, if all are there.
+func reuseCredentials(c credentials) (credentials, bool) {
+	for _, f := range []string{c.caFile, c.certFile, c.keyFile, c.saKeyFile, c.saPubFile, c.tokenFile} {
+		if _, err := os.Stat(f); err != nil {
+			return c, false
+		}
+	}
+	ca, err := os.ReadFile(c.caFile)
+	if err != nil {
+		return c, false
+	}
+	tokens, err := os.ReadFile(c.tokenFile)
+	if err != nil {
+		return c, false
+	}
+	token, _, found := strings.Cut(string(tokens), ",")
+	if !found || token == "" {
+		return c, false
+	}
+	c.caPEM = ca
+	c.adminToken = token
+	return c, true
+}
+
+func generateCredentials(l dirLayout, p portSet, c credentials) (credentials, error) {
 	now := time.Now()
 	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {

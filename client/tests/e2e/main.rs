@@ -8,7 +8,7 @@ mod support;
 use std::collections::BTreeMap;
 use std::process::Command;
 
-use cattail_testenv::TestEnv;
+use cattail_testenv::{ControlPlane, Options, TestEnv, ensure_binary};
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -43,15 +43,15 @@ async fn status(pods: &Api<Pod>, name: &str, value: Value) {
         .unwrap();
 }
 
-fn widgets(env: &TestEnv, ns: &str) -> Api<DynamicObject> {
+fn widgets(client: &kube::Client, ns: &str) -> Api<DynamicObject> {
     let gvk = GroupVersionKind::gvk("example.com", "v1", "Widget");
-    Api::namespaced_with(env.client(), ns, &ApiResource::from_gvk(&gvk))
+    Api::namespaced_with(client.clone(), ns, &ApiResource::from_gvk(&gvk))
 }
 
 /// Namespaces a and b, a CRD with objects, pods on two nodes with kubelet-style status,
 /// and a network policy.
-async fn seed(env: &TestEnv) {
-    let client = env.client();
+async fn seed(client: &kube::Client) {
+    let client = client.clone();
     let namespaces: Api<Namespace> = Api::all(client.clone());
     for ns in ["a", "b"] {
         create(
@@ -84,7 +84,7 @@ async fn seed(env: &TestEnv) {
     for (name, size) in [("w1", 1), ("w2", 2)] {
         let widget = json!({"apiVersion": "example.com/v1", "kind": "Widget",
             "metadata": {"name": name}, "spec": {"size": size}});
-        create(&widgets(env, "a"), widget).await;
+        create(&widgets(&client, "a"), widget).await;
     }
     for ns in ["a", "b"] {
         let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
@@ -134,14 +134,14 @@ fn dump(endpoint: &str) -> State {
 async fn three_agents_hold_exactly_the_projected_cluster() {
     let _serial = support::SERIAL.lock().await;
     let env = TestEnv::start().await.unwrap();
-    seed(&env).await;
-    let server = Server::start(&env, "127.0.0.1:0".parse().unwrap()).await;
+    seed(&env.client()).await;
+    let server = Server::start(env.client(), "127.0.0.1:0".parse().unwrap()).await;
     let endpoints = vec![server.endpoint()];
     let agents: Vec<Agent> = (0..3)
         .map(|i| Agent::start(&endpoints, &format!("agent-{i}")))
         .collect();
-    converge(&env, &agents).await;
-    let want = expected_state(&env).await;
+    converge(&env.client(), &agents).await;
+    let want = expected_state(&env.client()).await;
     assert!(want.len() > 10, "the seed should be visible: {want:?}");
     assert_eq!(
         dump(&server.endpoint()),
@@ -175,11 +175,11 @@ async fn three_agents_hold_exactly_the_projected_cluster() {
         .await
         .unwrap();
     create(&policies, json!({"metadata": {"name": "allow"}, "spec": {"podSelector": {"matchLabels": {"app": "web"}}}})).await;
-    widgets(&env, "a")
+    widgets(&env.client(), "a")
         .delete("w1", &DeleteParams::default())
         .await
         .unwrap();
-    widgets(&env, "a")
+    widgets(&env.client(), "a")
         .patch(
             "w2",
             &PatchParams::default(),
@@ -205,8 +205,8 @@ async fn three_agents_hold_exactly_the_projected_cluster() {
         .unwrap();
     wait_for_gone(&namespaces, "b").await;
 
-    converge(&env, &agents).await;
-    let after = expected_state(&env).await;
+    converge(&env.client(), &agents).await;
+    let after = expected_state(&env.client()).await;
     assert!(
         !after.keys().any(|(r, ns, _)| r == "v1/pods" && ns == "b"),
         "b's pods are gone"
@@ -230,10 +230,10 @@ async fn wait_for_gone(namespaces: &Api<Namespace>, name: &str) {
 async fn status_only_changes_reach_no_agent() {
     let _serial = support::SERIAL.lock().await;
     let env = TestEnv::start().await.unwrap();
-    seed(&env).await;
-    let server = Server::start(&env, "127.0.0.1:0".parse().unwrap()).await;
+    seed(&env.client()).await;
+    let server = Server::start(env.client(), "127.0.0.1:0".parse().unwrap()).await;
     let agent = Agent::start(&[server.endpoint()], "agent-0");
-    converge(&env, std::slice::from_ref(&agent)).await;
+    converge(&env.client(), std::slice::from_ref(&agent)).await;
 
     let before_events = agent.event_count();
     let dropped = || {
@@ -274,10 +274,10 @@ async fn status_only_changes_reach_no_agent() {
 async fn a_relist_after_410_sends_only_real_changes() {
     let _serial = support::SERIAL.lock().await;
     let env = TestEnv::start().await.unwrap();
-    seed(&env).await;
-    let server = Server::start(&env, "127.0.0.1:0".parse().unwrap()).await;
+    seed(&env.client()).await;
+    let server = Server::start(env.client(), "127.0.0.1:0".parse().unwrap()).await;
     let agent = Agent::start(&[server.endpoint()], "agent-0");
-    converge(&env, std::slice::from_ref(&agent)).await;
+    converge(&env.client(), std::slice::from_ref(&agent)).await;
 
     let relists = counter("cattail_relists_total");
     let before_events = agent.event_count();
@@ -291,7 +291,7 @@ async fn a_relist_after_410_sends_only_real_changes() {
         "every watch to relist",
     )
     .await;
-    converge(&env, std::slice::from_ref(&agent)).await;
+    converge(&env.client(), std::slice::from_ref(&agent)).await;
     let events = agent.events_since(before_events);
     assert_eq!(
         events,
@@ -304,13 +304,13 @@ async fn a_relist_after_410_sends_only_real_changes() {
 async fn agents_resync_to_the_exact_state_after_a_server_restart() {
     let _serial = support::SERIAL.lock().await;
     let env = TestEnv::start().await.unwrap();
-    seed(&env).await;
-    let server = Server::start(&env, "127.0.0.1:0".parse().unwrap()).await;
+    seed(&env.client()).await;
+    let server = Server::start(env.client(), "127.0.0.1:0".parse().unwrap()).await;
     let addr = server.addr;
     let agents: Vec<Agent> = (0..2)
         .map(|i| Agent::start(&[server.endpoint()], &format!("agent-{i}")))
         .collect();
-    converge(&env, &agents).await;
+    converge(&env.client(), &agents).await;
     server.stop().await;
 
     // While the server is down, the cluster changes.
@@ -321,8 +321,8 @@ async fn agents_resync_to_the_exact_state_after_a_server_restart() {
     create(&pods, pod("while-down", "node-2", "web")).await;
     let before: Vec<usize> = agents.iter().map(Agent::event_count).collect();
 
-    let server = Server::start(&env, addr).await;
-    converge(&env, &agents).await;
+    let server = Server::start(env.client(), addr).await;
+    converge(&env.client(), &agents).await;
     // The resync was diffed: each agent saw exactly the two real changes.
     for (agent, before) in agents.iter().zip(before) {
         let mut events = agent.events_since(before);
@@ -335,5 +335,79 @@ async fn agents_resync_to_the_exact_state_after_a_server_restart() {
             ]
         );
     }
+    server.stop().await;
+}
+
+/// A free port on 127.0.0.1 (free until someone else takes it).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn spawn_plane(dir: std::path::PathBuf, options: Options) -> ControlPlane {
+    tokio::task::spawn_blocking(move || {
+        let binary = ensure_binary().unwrap().binary;
+        ControlPlane::spawn(&binary, &dir, &options).unwrap()
+    })
+    .await
+    .unwrap()
+}
+
+async fn admin_client(kubeconfig: &std::path::Path) -> kube::Client {
+    let kc = kube::config::Kubeconfig::read_from(kubeconfig).unwrap();
+    let config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+        .await
+        .unwrap();
+    kube::Client::try_from(config).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_last_state_is_served_while_the_api_server_is_away() {
+    let _serial = support::SERIAL.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    // Fixed ports and the same data dir, so the control plane can come back as it was.
+    let options = Options {
+        apiserver_port: free_port(),
+        etcd_port: free_port(),
+        control_port: free_port(),
+        ..Options::default()
+    };
+    let mut plane = spawn_plane(dir.path().to_owned(), options.clone()).await;
+    let client = admin_client(&plane.info().kubeconfig).await;
+    seed(&client).await;
+    let server = Server::start(client.clone(), "127.0.0.1:0".parse().unwrap()).await;
+    let agent = Agent::start(&[server.endpoint()], "agent-0");
+    converge(&client, std::slice::from_ref(&agent)).await;
+    let before = agent.snapshot();
+
+    // The API server goes away: the server stays ready and keeps serving what it had,
+    // to connected agents and to new ones.
+    tokio::task::spawn_blocking(move || {
+        plane.stop(std::time::Duration::from_secs(30));
+    })
+    .await
+    .unwrap();
+    let events = agent.event_count();
+    assert!(server.sync.get(), "still ready without the API server");
+    assert_eq!(
+        dump(&server.endpoint()),
+        before,
+        "a new agent gets the last state"
+    );
+    assert_eq!(agent.event_count(), events);
+    assert!(server.sync.get());
+
+    // It comes back; the server's watches resume (a relist, diffed) and new changes flow.
+    let _plane = spawn_plane(dir.path().to_owned(), options).await;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "a");
+    create(&pods, pod("after-restart", "node-1", "web")).await;
+    converge(&client, std::slice::from_ref(&agent)).await;
+    assert_eq!(
+        agent.events_since(events),
+        vec![("apply".to_owned(), "v1/pods a/after-restart".to_owned())]
+    );
     server.stop().await;
 }

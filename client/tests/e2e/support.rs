@@ -11,7 +11,6 @@ use cattail_server::config::{FieldPath, ResourceConfig, ServerConfig};
 use cattail_server::k8s::project::Projection;
 use cattail_server::k8s::watch::resolve;
 use cattail_server::serve::{ServeOptions, serve};
-use cattail_testenv::TestEnv;
 use futures::StreamExt;
 use kube::api::{Api, DynamicObject, ListParams};
 use serde_json::Value;
@@ -40,6 +39,7 @@ pub(crate) fn config() -> ServerConfig {
 /// A running in-process server.
 pub(crate) struct Server {
     pub(crate) addr: SocketAddr,
+    pub(crate) sync: cattail_server::admin::SyncStatus,
     pub(crate) token: CancellationToken,
     pub(crate) task: JoinHandle<()>,
 }
@@ -50,7 +50,7 @@ impl Server {
     }
 
     /// Starts the server on `addr` (port 0 for a free one) and waits until it is in sync.
-    pub(crate) async fn start(env: &TestEnv, addr: SocketAddr) -> Server {
+    pub(crate) async fn start(client: kube::Client, addr: SocketAddr) -> Server {
         let listener = TcpListener::bind(addr).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let token = CancellationToken::new();
@@ -61,7 +61,7 @@ impl Server {
         };
         let metrics = cattail_server::admin::metrics_handle();
         let task = tokio::spawn({
-            let (client, token) = (env.client(), token.clone());
+            let token = token.clone();
             async move {
                 serve(
                     options,
@@ -78,7 +78,12 @@ impl Server {
         });
         let handle = ready_rx.await.unwrap();
         wait_for(|| handle.sync.get(), "the server to be in sync").await;
-        Server { addr, token, task }
+        Server {
+            addr,
+            sync: handle.sync,
+            token,
+            task,
+        }
     }
 
     /// Stops the server and waits for it.
@@ -104,8 +109,8 @@ pub(crate) async fn wait_for(mut condition: impl FnMut() -> bool, what: &str) {
 }
 
 /// What the API server holds now, projected the way the server projects it.
-pub(crate) async fn expected_state(env: &TestEnv) -> State {
-    let client = env.client();
+pub(crate) async fn expected_state(client: &kube::Client) -> State {
+    let client = client.clone();
     let mut state = State::new();
     for resource in config().resources {
         let resolved = resolve(&client, &resource.resource).await.unwrap();
@@ -203,10 +208,10 @@ impl Agent {
 }
 
 /// Waits until every agent's copy equals the projected state of the API server.
-pub(crate) async fn converge(env: &TestEnv, agents: &[Agent]) {
+pub(crate) async fn converge(client: &kube::Client, agents: &[Agent]) {
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
-        let want = expected_state(env).await;
+        let want = expected_state(client).await;
         let mismatched: Vec<usize> = (0..agents.len())
             .filter(|i| agents[*i].snapshot() != want)
             .collect();
