@@ -104,6 +104,15 @@ async fn seed(client: &kube::Client) {
     create(&policies, json!({"metadata": {"name": "deny"}, "spec": {"podSelector": {}, "policyTypes": ["Ingress"]}})).await;
 }
 
+/// One test's world: the metrics lock, a seeded control plane, and a server in sync with it.
+async fn seeded() -> (tokio::sync::MutexGuard<'static, ()>, TestEnv, Server) {
+    let serial = support::SERIAL.lock().await;
+    let env = TestEnv::start().await.unwrap();
+    seed(&env.client()).await;
+    let server = Server::start(env.client(), "127.0.0.1:0".parse().unwrap()).await;
+    (serial, env, server)
+}
+
 /// `cattail-agent dump`'s output, as a state.
 fn dump(endpoint: &str) -> State {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_cattail-agent"));
@@ -132,10 +141,7 @@ fn dump(endpoint: &str) -> State {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_agents_hold_exactly_the_projected_cluster() {
-    let _serial = support::SERIAL.lock().await;
-    let env = TestEnv::start().await.unwrap();
-    seed(&env.client()).await;
-    let server = Server::start(env.client(), "127.0.0.1:0".parse().unwrap()).await;
+    let (_serial, env, server) = seeded().await;
     let endpoints = vec![server.endpoint()];
     let agents: Vec<Agent> = (0..3)
         .map(|i| Agent::start(&endpoints, &format!("agent-{i}")))
@@ -228,10 +234,7 @@ async fn wait_for_gone(namespaces: &Api<Namespace>, name: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_only_changes_reach_no_agent() {
-    let _serial = support::SERIAL.lock().await;
-    let env = TestEnv::start().await.unwrap();
-    seed(&env.client()).await;
-    let server = Server::start(env.client(), "127.0.0.1:0".parse().unwrap()).await;
+    let (_serial, env, server) = seeded().await;
     let agent = Agent::start(&[server.endpoint()], "agent-0");
     converge(&env.client(), std::slice::from_ref(&agent)).await;
 
@@ -272,10 +275,7 @@ async fn status_only_changes_reach_no_agent() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_relist_after_410_sends_only_real_changes() {
-    let _serial = support::SERIAL.lock().await;
-    let env = TestEnv::start().await.unwrap();
-    seed(&env.client()).await;
-    let server = Server::start(env.client(), "127.0.0.1:0".parse().unwrap()).await;
+    let (_serial, env, server) = seeded().await;
     let agent = Agent::start(&[server.endpoint()], "agent-0");
     converge(&env.client(), std::slice::from_ref(&agent)).await;
 
@@ -302,10 +302,7 @@ async fn a_relist_after_410_sends_only_real_changes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agents_resync_to_the_exact_state_after_a_server_restart() {
-    let _serial = support::SERIAL.lock().await;
-    let env = TestEnv::start().await.unwrap();
-    seed(&env.client()).await;
-    let server = Server::start(env.client(), "127.0.0.1:0".parse().unwrap()).await;
+    let (_serial, env, server) = seeded().await;
     let addr = server.addr;
     let agents: Vec<Agent> = (0..2)
         .map(|i| Agent::start(&[server.endpoint()], &format!("agent-{i}")))
