@@ -1,6 +1,7 @@
 //! `cattail`: the fan-out server binary. Everything is wired in `cattail_server::serve`;
 //! this file only parses arguments, sets up logging and handles signals.
 
+use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -14,15 +15,38 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    match Cli::parse().command {
+async fn main() -> ExitCode {
+    let result = match Cli::parse().command {
         Command::Serve(args) => run(args).await,
-        Command::CheckConfig { config } => {
-            let config = load_config(config.as_deref())?;
-            print!("{}", serde_yaml_ng::to_string(&config)?);
-            Ok(())
+        Command::CheckConfig { config } => check_config(config.as_deref()),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("cattail: {}", report(&error));
+            ExitCode::FAILURE
         }
     }
+}
+
+/// One line with every cause: what failed, and why. A cause whose text its parent's message
+/// already holds is not repeated.
+fn report(error: &anyhow::Error) -> String {
+    let mut text = error.to_string();
+    for cause in error.chain().skip(1) {
+        let cause = cause.to_string();
+        if !text.contains(&cause) {
+            text.push_str(": ");
+            text.push_str(&cause);
+        }
+    }
+    text
+}
+
+fn check_config(path: Option<&std::path::Path>) -> anyhow::Result<()> {
+    let config = load_config(path)?;
+    print!("{}", serde_yaml_ng::to_string(&config)?);
+    Ok(())
 }
 
 fn load_config(path: Option<&std::path::Path>) -> anyhow::Result<ServerConfig> {

@@ -1,0 +1,138 @@
+//! The `cattail` binary as operators run it: config errors at start-up, readiness on the
+//! admin port against the real API server, and a clean stop on SIGTERM.
+
+#![allow(clippy::unwrap_used)] // tests fail loudly on purpose
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use cattail_testenv::TestEnv;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+fn cattail() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_cattail"))
+}
+
+#[test]
+fn a_bad_config_fails_at_start_naming_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.yaml");
+    std::fs::write(
+        &path,
+        "resources:\n  - resource: v1/pods\n    fields: [\"spec..nodeName\"]\n",
+    )
+    .unwrap();
+    for args in [
+        vec!["check-config"],
+        vec!["serve", "--kubeconfig", "/nonexistent"],
+    ] {
+        let out = cattail()
+            .args(&args)
+            .arg("--config")
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{args:?} should fail");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("resources[0].fields"), "{args:?}: {stderr}");
+    }
+    std::fs::write(
+        &path,
+        "resources:\n  - resource: v1/pods\n    colour: blue\n",
+    )
+    .unwrap();
+    let out = cattail()
+        .arg("check-config")
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("colour"));
+
+    // The defaults print as a config that loads again.
+    let out = cattail().arg("check-config").output().unwrap();
+    assert!(out.status.success());
+    std::fs::write(&path, &out.stdout).unwrap();
+    let again = cattail()
+        .arg("check-config")
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(again.stdout, out.stdout);
+}
+
+#[test]
+fn a_bad_flag_is_a_clear_error() {
+    let out = cattail()
+        .args(["serve", "--listen", "not-an-address"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--listen"));
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// GET `path` on 127.0.0.1:`port`: (status line, body), or None if nothing listens.
+fn get(port: u16, path: &str) -> Option<(String, String)> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").ok()?;
+    let mut text = String::new();
+    stream.read_to_string(&mut text).ok()?;
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    Some((head.lines().next()?.to_owned(), body.to_owned()))
+}
+
+#[tokio::test]
+async fn serve_gets_ready_and_stops_on_sigterm() {
+    let env = TestEnv::start().await.unwrap();
+    let (grpc, admin) = (free_port(), free_port());
+    let mut child = cattail()
+        .arg("serve")
+        .arg("--kubeconfig")
+        .arg(env.kubeconfig_path())
+        .arg(format!("--listen=127.0.0.1:{grpc}"))
+        .arg(format!("--admin-listen=127.0.0.1:{admin}"))
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some((status, body)) = get(admin, "/readyz")
+            && status.contains("200")
+        {
+            assert_eq!(body, "InSync");
+            break;
+        }
+        assert!(child.try_wait().unwrap().is_none(), "cattail exited");
+        assert!(Instant::now() < deadline, "never ready");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (status, metrics) = get(admin, "/metrics").unwrap();
+    assert!(status.contains("200"));
+    assert!(metrics.contains("cattail_in_sync 1"), "{metrics}");
+    let (_, livez) = get(admin, "/livez").unwrap();
+    assert_eq!(livez, "ok");
+
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "cattail did not stop on SIGTERM");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(status.success(), "{status}");
+}
