@@ -8,7 +8,10 @@ mod support;
 use std::collections::BTreeMap;
 use std::process::Command;
 
+use cattail_client::Subscription;
+use cattail_client::reflector::{self, EventStreamExt};
 use cattail_testenv::{ControlPlane, Options, TestEnv, ensure_binary};
+use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -406,5 +409,68 @@ async fn the_last_state_is_served_while_the_api_server_is_away() {
         agent.events_since(events),
         vec![("apply".to_owned(), "v1/pods a/after-restart".to_owned())]
     );
+    server.stop().await;
+}
+
+/// Typed watcher and reflector store, the same code in both modes: through the cattail
+/// server, and directly against the API server (clusters without a cattail server).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn direct_and_fanned_out_modes_give_the_same_node_scoped_store() {
+    let (_serial, env, server) = seeded().await;
+    let fanned_out = cattail_client::Client::new([server.endpoint()]).node_name("node-1");
+    let direct = cattail_client::Client::direct(env.client()).node_name("node-1");
+    let mut stores = Vec::new();
+    for client in [fanned_out, direct] {
+        let (store, writer) = reflector::store::<Pod>();
+        let events = cattail_client::watcher::<Pod>(client, Subscription::default().node_scoped())
+            .reflect(writer)
+            .applied_objects();
+        tokio::spawn(events.for_each(|_| async {}));
+        tokio::time::timeout(WAIT, store.wait_until_ready())
+            .await
+            .unwrap()
+            .unwrap();
+        stores.push(store);
+    }
+    let names = |store: &reflector::Store<Pod>| {
+        let mut names: Vec<String> = store
+            .state()
+            .iter()
+            .map(|p| {
+                format!(
+                    "{}/{}",
+                    p.metadata.namespace.clone().unwrap(),
+                    p.metadata.name.clone().unwrap()
+                )
+            })
+            .collect();
+        names.sort();
+        names
+    };
+    for store in &stores {
+        assert_eq!(names(store), vec!["a/p0", "b/p0"], "only node-1's pods");
+    }
+
+    // A pod on another node never shows up; one on this node does, in both stores.
+    let pods: Api<Pod> = Api::namespaced(env.client(), "a");
+    create(&pods, pod("elsewhere", "node-2", "web")).await;
+    create(&pods, pod("here", "node-1", "web")).await;
+    for store in &stores {
+        wait_for(
+            || names(store).contains(&"a/here".to_owned()),
+            "the new pod",
+        )
+        .await;
+        assert_eq!(names(store), vec!["a/here", "a/p0", "b/p0"]);
+        let here = store
+            .state()
+            .into_iter()
+            .find(|p| p.metadata.name.as_deref() == Some("here"))
+            .unwrap();
+        assert_eq!(
+            here.spec.as_ref().unwrap().node_name.as_deref(),
+            Some("node-1")
+        );
+    }
     server.stop().await;
 }
