@@ -126,6 +126,8 @@ pub struct Progress {
     pub messages: u64,
     /// Errors so far.
     pub errors: u64,
+    /// Fan-out latency p99 of the current window, µs.
+    pub fanout_p99_us: u64,
 }
 
 /// The measurements of one window, as printed on `report`.
@@ -176,6 +178,7 @@ fn progress(shared: &Shared) -> Progress {
         revision: shared.revision.load(Ordering::Relaxed),
         messages: shared.messages.load(Ordering::Relaxed),
         errors: shared.recorder().error_count,
+        fanout_p99_us: shared.recorder().fanout_us.quantile(0.99),
     }
 }
 

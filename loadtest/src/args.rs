@@ -23,6 +23,45 @@ pub(crate) enum Command {
     Churn(ChurnArgs),
     /// Run many agents against cattail endpoints (driven over stdin; see `run`).
     Agents(AgentsArgs),
+    /// The whole benchmark: testenv, seed, cattail, agents, churn, storm, restart, baselines.
+    Run(RunArgs),
+    /// A short live demo: testenv, small scenario, cattail, 50 agents, 30 s of churn.
+    Demo(DemoArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct RunArgs {
+    /// The scenario: small, medium or large.
+    #[arg(long, default_value = "small", env = "CATTAIL_SCENARIO")]
+    pub(crate) scenario: ScenarioName,
+    /// Where report.json, report.md and the SVG plots go.
+    #[arg(long)]
+    pub(crate) out: PathBuf,
+    /// Length of each churn window (three windows: alone, through cattail, direct).
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub(crate) duration: Duration,
+    /// Override the scenario's agent count.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=50_000))]
+    pub(crate) agents: Option<u32>,
+    /// Agents in the direct-watch baseline (default: the agents, at most 500).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=5_000))]
+    pub(crate) direct_agents: Option<u32>,
+    /// Seed writes per second.
+    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub(crate) seed_qps: u32,
+    /// Probe agents using the real cattail-client.
+    #[arg(long, default_value_t = 2)]
+    pub(crate) probes: u32,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct DemoArgs {
+    /// How long to churn.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub(crate) duration: Duration,
+    /// How many agents.
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=5_000))]
+    pub(crate) agents: u32,
 }
 
 /// Where the cluster is and how big it is.

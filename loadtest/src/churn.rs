@@ -80,7 +80,7 @@ pub struct ChurnLimits {
 }
 
 /// What a churn run did.
-#[derive(Clone, Debug, Default, serde::Serialize)]
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct ChurnReport {
     /// Writes that succeeded, by kind.
     pub writes: std::collections::BTreeMap<String, u64>,

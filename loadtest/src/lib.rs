@@ -7,12 +7,21 @@
 //! and [`plot`] turn a run into files.
 
 pub mod agents;
+pub mod child;
 pub mod churn;
+pub mod demo;
+pub mod direct;
 pub mod objects;
 pub mod pacer;
+pub mod plot;
+pub mod procstat;
+pub mod report;
+pub mod run;
 pub mod scenario;
 pub mod seed;
+pub mod server;
 pub mod stats;
+pub mod tcp;
 
 use std::path::Path;
 

@@ -5,7 +5,7 @@ mod args;
 use anyhow::Context;
 use cattail_loadtest::churn::{self, ChurnLimits};
 use cattail_loadtest::scenario::Scenario;
-use cattail_loadtest::{agents, kube_client, seed};
+use cattail_loadtest::{agents, demo, kube_client, run, seed};
 use clap::Parser;
 
 use crate::args::{Cli, Command};
@@ -56,6 +56,25 @@ async fn main() -> anyhow::Result<()> {
             })
             .await?;
         }
+        Command::Run(args) => {
+            let mut scenario = Scenario::named(args.scenario);
+            if let Some(agents) = args.agents {
+                scenario.agents = agents;
+            }
+            let report = run::run(run::RunConfig {
+                scenario,
+                name: args.scenario.to_string(),
+                out: args.out.clone(),
+                duration: args.duration,
+                seed_qps: args.seed_qps,
+                direct_agents: args.direct_agents.unwrap_or(scenario.agents.min(500)),
+                probes: args.probes,
+            })
+            .await?;
+            println!("{}", report.markdown(scenario.agents));
+            println!("report written to {}", args.out.display());
+        }
+        Command::Demo(args) => demo::demo(args.duration, args.agents).await?,
     }
     Ok(())
 }

@@ -1,0 +1,262 @@
+//! The cattail server as a child process: its binary, its config, readiness and its metrics.
+//!
+//! The server runs in its own process so that its CPU and memory can be read from /proc and it
+//! can be restarted mid-run. The binary is `cattail` next to this executable (the same cargo
+//! target directory), or `$CATTAIL_SERVER_BIN`; when it is missing and cargo is at hand it is
+//! built with the same profile. Dropping a [`ServerProcess`] kills it.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::process::{Child, Command};
+
+/// The server config the load test uses: the default profile, plus pod and policy annotations
+/// so the write stamp reaches the agents. JSON is valid YAML.
+pub fn loadtest_config() -> serde_json::Value {
+    let ann = "metadata.annotations";
+    serde_json::json!({"resources": [
+        {"resource": "v1/pods", "scope": "spec.nodeName", "fields": [
+            "metadata.labels", ann, "spec.nodeName", "spec.serviceAccountName", "spec.hostNetwork",
+            "spec.containers[].ports", "status.podIPs", "status.phase"]},
+        {"resource": "v1/namespaces", "fields": ["metadata.labels"]},
+        {"resource": "v1/nodes", "fields": ["metadata.labels", "status.addresses", "spec.podCIDRs"]},
+        {"resource": "v1/services", "fields": ["metadata.labels", "spec.selector", "spec.ports", "spec.clusterIPs", "spec.type"]},
+        {"resource": "discovery.k8s.io/v1/endpointslices", "fields": ["metadata.labels", "addressType", "endpoints", "ports"]},
+        {"resource": "networking.k8s.io/v1/networkpolicies", "fields": ["metadata.labels", ann, "spec"]},
+        {"resource": "v1/serviceaccounts", "fields": ["metadata.labels"]},
+    ]})
+}
+
+/// Finds the `cattail` binary, building it if needed.
+pub fn server_binary() -> anyhow::Result<PathBuf> {
+    if let Some(path) = std::env::var_os("CATTAIL_SERVER_BIN") {
+        return Ok(PathBuf::from(path));
+    }
+    let exe = std::env::current_exe().context("cannot find this executable")?;
+    let dir = exe.parent().context("this executable has no directory")?;
+    // Integration tests run from target/<profile>/deps.
+    let dir = if dir.ends_with("deps") {
+        dir.parent().unwrap_or(dir)
+    } else {
+        dir
+    };
+    let candidate = dir.join("cattail");
+    if candidate.exists() {
+        return Ok(candidate);
+    }
+    let release = dir.ends_with("release");
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap_or(Path::new("."));
+    eprintln!(
+        "building the cattail server ({})...",
+        if release { "release" } else { "debug" }
+    );
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut build = std::process::Command::new(cargo);
+    build
+        .current_dir(workspace)
+        .args(["build", "-p", "cattail-server", "--bin", "cattail"]);
+    if release {
+        build.arg("--release");
+    }
+    let status = build
+        .status()
+        .context("cannot run cargo to build the cattail server; set CATTAIL_SERVER_BIN")?;
+    if !status.success() || !candidate.exists() {
+        bail!(
+            "building the cattail server failed ({status}); set CATTAIL_SERVER_BIN to a built `cattail`"
+        );
+    }
+    Ok(candidate)
+}
+
+/// A free port on 127.0.0.1 (bound, then released).
+pub fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// A running `cattail serve`.
+pub struct ServerProcess {
+    child: Child,
+    /// The gRPC address.
+    pub grpc: SocketAddr,
+    /// The admin address (`/readyz`, `/metrics`).
+    pub admin: SocketAddr,
+    /// Its log file.
+    pub log: PathBuf,
+}
+
+impl ServerProcess {
+    /// Starts the server and waits (up to `ready_within`) for `/readyz`.
+    pub async fn start(
+        binary: &Path,
+        kubeconfig: &Path,
+        dir: &Path,
+        grpc: SocketAddr,
+        admin: SocketAddr,
+        ready_within: Duration,
+    ) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(dir)?;
+        let config = dir.join("cattail-config.yaml");
+        std::fs::write(&config, serde_json::to_vec_pretty(&loadtest_config())?)?;
+        let log = dir.join("cattail.log");
+        let log_file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)?;
+        let child = Command::new(binary)
+            .arg("serve")
+            .arg("--kubeconfig")
+            .arg(kubeconfig)
+            .arg("--listen")
+            .arg(grpc.to_string())
+            .arg("--admin-listen")
+            .arg(admin.to_string())
+            .arg("--config")
+            .arg(&config)
+            .arg("--shutdown-grace")
+            .arg("5s")
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log_file)
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("cannot start {}", binary.display()))?;
+        let mut server = Self {
+            child,
+            grpc,
+            admin,
+            log,
+        };
+        let deadline = tokio::time::Instant::now() + ready_within;
+        loop {
+            if let Some(status) = server.child.try_wait()? {
+                bail!(
+                    "the cattail server exited ({status}) before it was ready; see {}",
+                    server.log.display()
+                );
+            }
+            if matches!(http_get(admin, "/readyz").await, Ok((200, _))) {
+                return Ok(server);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                bail!(
+                    "the cattail server was not ready within {ready_within:?}; see {}",
+                    server.log.display()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
+    /// The gRPC endpoint for agents.
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.grpc)
+    }
+
+    /// Whether it still runs; an error says how it ended.
+    pub fn check_running(&mut self) -> anyhow::Result<()> {
+        match self.child.try_wait()? {
+            None => Ok(()),
+            Some(status) => bail!(
+                "the cattail server died ({status}); see {}",
+                self.log.display()
+            ),
+        }
+    }
+
+    /// The server's metrics, each summed over its labels.
+    pub async fn metrics(&self) -> anyhow::Result<HashMap<String, f64>> {
+        let (status, body) = http_get(self.admin, "/metrics").await?;
+        anyhow::ensure!(status == 200, "/metrics answered {status}");
+        Ok(parse_metrics(&body))
+    }
+
+    /// SIGTERM, then SIGKILL after `grace`.
+    pub async fn stop(mut self, grace: Duration) {
+        if let Some(pid) = self.child.id() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+        }
+        if tokio::time::timeout(grace, self.child.wait())
+            .await
+            .is_err()
+        {
+            let _ = self.child.kill().await;
+        }
+    }
+}
+
+/// Sums Prometheus text-format samples by metric name (labels dropped).
+pub fn parse_metrics(text: &str) -> HashMap<String, f64> {
+    let mut out = HashMap::new();
+    for line in text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+    {
+        let mut parts = line.rsplitn(2, ' ');
+        let (Some(value), Some(series)) = (parts.next(), parts.next()) else {
+            continue;
+        };
+        let name = series.split('{').next().unwrap_or(series).trim();
+        if let Ok(value) = value.parse::<f64>() {
+            *out.entry(name.to_owned()).or_default() += value;
+        }
+    }
+    out
+}
+
+/// A minimal HTTP/1.0 GET on loopback, bounded to 5 s: status code and body.
+pub async fn http_get(addr: SocketAddr, path: &str) -> anyhow::Result<(u16, String)> {
+    let fetch = async {
+        let mut stream = tokio::net::TcpStream::connect(addr).await?;
+        stream
+            .write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
+            .await?;
+        let mut response = Vec::new();
+        stream.take(64 << 20).read_to_end(&mut response).await?;
+        let text = String::from_utf8_lossy(&response).into_owned();
+        let status = text
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        let body = text
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_owned())
+            .unwrap_or_default();
+        Ok::<_, anyhow::Error>((status, body))
+    };
+    tokio::time::timeout(Duration::from_secs(5), fetch)
+        .await
+        .map_err(|_| anyhow::anyhow!("GET {path} on {addr} timed out"))?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_are_summed_over_labels() {
+        let text = "# HELP x\ncattail_sent_bytes_total{resource=\"a\"} 10\ncattail_sent_bytes_total{resource=\"b\"} 5\ncattail_revision 7\n";
+        let m = parse_metrics(text);
+        assert_eq!(m["cattail_sent_bytes_total"], 15.0);
+        assert_eq!(m["cattail_revision"], 7.0);
+    }
+}
