@@ -3,7 +3,7 @@
 //! `/readyz` answers 200 only once every configured resource has completed its first list
 //! (`InSync`), and 503 `WaitingForDatastore` before that, so a Service sends no agent to a
 //! replica that would hand it an incomplete snapshot. Losing the API server later does not
-//! make a replica unready: it keeps serving its last state (see `cattail_watch_connected`).
+//! make a replica unready: it keeps serving its last state (`cattail_watch_connected` says so).
 //! `/metrics` renders the process-wide Prometheus recorder. Nothing here blocks the data path.
 
 use std::net::SocketAddr;

@@ -391,6 +391,12 @@ async fn the_last_state_is_served_while_the_api_server_is_away() {
     .await
     .unwrap();
     let events = agent.event_count();
+    let resources = support::config().resources.len() as f64;
+    wait_for(
+        || counter("cattail_watch_connected") < resources,
+        "the watches to notice the API server is gone",
+    )
+    .await;
     assert!(server.sync.get(), "still ready without the API server");
     assert_eq!(
         dump(&server.endpoint()),
@@ -405,6 +411,11 @@ async fn the_last_state_is_served_while_the_api_server_is_away() {
     let pods: Api<Pod> = Api::namespaced(client.clone(), "a");
     create(&pods, pod("after-restart", "node-1", "web")).await;
     converge(&client, std::slice::from_ref(&agent)).await;
+    wait_for(
+        || counter("cattail_watch_connected") == resources,
+        "every watch to reconnect",
+    )
+    .await;
     assert_eq!(
         agent.events_since(events),
         vec![("apply".to_owned(), "v1/pods a/after-restart".to_owned())]

@@ -139,6 +139,13 @@ pub struct WatchHealth {
 }
 
 impl WatchHealth {
+    /// Records whether the last watch event of `resource` was a success.
+    fn set(&self, resource: &str, connected: bool) {
+        self.connected.store(connected, Ordering::Relaxed);
+        metrics::gauge!("cattail_watch_connected", "resource" => resource.to_owned())
+            .set(if connected { 1.0 } else { 0.0 });
+    }
+
     /// Whether the last watch event was a success.
     pub fn is_connected(&self) -> bool {
         self.connected.load(Ordering::Relaxed)
@@ -196,12 +203,12 @@ pub async fn run(
         };
         let event = match next {
             Ok(Some(event)) => {
-                health.connected.store(true, Ordering::Relaxed);
+                health.set(&label, true);
                 event
             }
             Ok(None) => return,
             Err(error) => {
-                health.connected.store(false, Ordering::Relaxed);
+                health.set(&label, false);
                 tracing::warn!(resource = %label, %error, "watch failed; retrying with backoff");
                 metrics::counter!("cattail_watch_errors_total", "resource" => label.clone())
                     .increment(1);
