@@ -172,13 +172,18 @@ pub enum AgentsLine {
 fn progress(shared: &Shared) -> Progress {
     let count =
         |f: fn(&AgentCounters) -> bool| shared.agents.iter().filter(|a| f(a)).count() as u32;
+    // One lock, released before the struct is built.
+    let (errors, fanout_p99_us) = {
+        let r = shared.recorder();
+        (r.error_count, r.fanout_us.quantile(0.99))
+    };
     Progress {
         connected: count(|a| a.connected.load(Ordering::Relaxed)),
         synced: count(|a| a.synced.load(Ordering::Relaxed)),
         revision: shared.revision.load(Ordering::Relaxed),
         messages: shared.messages.load(Ordering::Relaxed),
-        errors: shared.recorder().error_count,
-        fanout_p99_us: shared.recorder().fanout_us.quantile(0.99),
+        errors,
+        fanout_p99_us,
     }
 }
 
@@ -277,10 +282,10 @@ pub async fn run(config: AgentsConfig) -> anyhow::Result<()> {
                 match words.next() {
                     Some("report") => {
                         let label = words.next().unwrap_or("window");
-                        if let Some(dir) = &config.trace_dir {
-                            if let Err(error) = trace.write(dir) {
-                                shared.error(format!("writing the trace: {error}"));
-                            }
+                        if let Some(dir) = &config.trace_dir
+                            && let Err(error) = trace.write(dir)
+                        {
+                            shared.error(format!("writing the trace: {error}"));
                         }
                         print(&AgentsLine::Report(take_window(&shared, label)));
                     }

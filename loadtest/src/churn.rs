@@ -140,7 +140,7 @@ impl ChurnState {
             ChurnKind::PodStatusOnly => {
                 let api: Api<Pod> = Api::namespaced(self.client.clone(), &s.namespace_of(pick));
                 let name = objects::pod_name(pick);
-                let status = objects::pod_status(s, pick, &name, n % 2 == 0, n);
+                let status = objects::pod_status(s, pick, &name, n.is_multiple_of(2), n);
                 let patch = json!({"status": status["status"]});
                 api.patch_status(&name, &merge, &Patch::Merge(&patch))
                     .await?;

@@ -30,15 +30,31 @@ async fn run(duration: Duration, agents: u32) -> anyhow::Result<()> {
     s.agents = agents;
     let binary = server::server_binary()?;
     eprintln!("starting a real kube-apiserver and etcd on loopback (testenv)...");
-    let env = cattail_testenv::TestEnv::start().await.context("starting testenv")?;
+    let env = cattail_testenv::TestEnv::start()
+        .await
+        .context("starting testenv")?;
     let client = env.client();
-    eprintln!("seeding the small scenario: {} nodes, {} pods, {} services, {} policies", s.nodes, s.pods, s.services, s.policies);
+    eprintln!(
+        "seeding the small scenario: {} nodes, {} pods, {} services, {} policies",
+        s.nodes, s.pods, s.services, s.policies
+    );
     crate::seed::seed(&client, &s, 500, true).await?;
     let dir = env.dir().join("cattail");
     let grpc = ([127, 0, 0, 1], server::free_port()?).into();
     let admin = ([127, 0, 0, 1], server::free_port()?).into();
-    let mut cattail = ServerProcess::start(&binary, env.kubeconfig_path(), &dir, grpc, admin, Duration::from_secs(120)).await?;
-    eprintln!("cattail serving on {} (admin http://{admin}/metrics); starting {agents} agents", cattail.endpoint());
+    let mut cattail = ServerProcess::start(
+        &binary,
+        env.kubeconfig_path(),
+        &dir,
+        grpc,
+        admin,
+        Duration::from_secs(120),
+    )
+    .await?;
+    eprintln!(
+        "cattail serving on {} (admin http://{admin}/metrics); starting {agents} agents",
+        cattail.endpoint()
+    );
     let mut fleet = AgentsProcess::spawn(&AgentsConfig {
         endpoints: vec![cattail.endpoint()],
         count: agents,
@@ -50,10 +66,21 @@ async fn run(duration: Duration, agents: u32) -> anyhow::Result<()> {
         max_duration: duration + Duration::from_secs(600),
     })?;
     let took = fleet.wait_synced(agents, Duration::from_secs(120)).await?;
-    eprintln!("all {agents} agents synced in {took:.2?}; churning {} writes/s for {duration:?}", s.writes_per_sec);
+    eprintln!(
+        "all {agents} agents synced in {took:.2?}; churning {} writes/s for {duration:?}",
+        s.writes_per_sec
+    );
     let _ = fleet.report("connect").await?;
     let start = Instant::now();
-    let churn = churn::churn(&client, &s, ChurnLimits { rate: s.writes_per_sec, duration, max_writes: u64::MAX });
+    let churn = churn::churn(
+        &client,
+        &s,
+        ChurnLimits {
+            rate: s.writes_per_sec,
+            duration,
+            max_writes: u64::MAX,
+        },
+    );
     tokio::pin!(churn);
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let report = loop {
@@ -80,13 +107,34 @@ async fn run(duration: Duration, agents: u32) -> anyhow::Result<()> {
     let fanout = Hist::from_wire(&window.fanout_us).summary();
     let e2e = Hist::from_wire(&window.e2e_us).summary();
     println!("\nsummary");
-    println!("  churn: {} writes in {:.1} s, {} errors", report.total(), report.seconds, report.errors);
-    println!("  server: {} updates received, {} deduplicated, {} published; {} snapshot(s) encoded",
-        get("cattail_updates_received_total"), get("cattail_updates_deduplicated_total"),
-        get("cattail_updates_published_total"), get("cattail_snapshots_encoded_total"));
-    println!("  fan-out latency p50 {:.2} ms, p99 {:.2} ms ({} deliveries)", fanout.p50 as f64 / 1e3, fanout.p99 as f64 / 1e3, fanout.count);
-    println!("  end-to-end (API write to agent) p50 {:.2} ms, p99 {:.2} ms", e2e.p50 as f64 / 1e3, e2e.p99 as f64 / 1e3);
-    println!("  probe agents consistent with the API server: {} of {}", check.consistent, check.probes);
+    println!(
+        "  churn: {} writes in {:.1} s, {} errors",
+        report.total(),
+        report.seconds,
+        report.errors
+    );
+    println!(
+        "  server: {} updates received, {} deduplicated, {} published; {} snapshot(s) encoded",
+        get("cattail_updates_received_total"),
+        get("cattail_updates_deduplicated_total"),
+        get("cattail_updates_published_total"),
+        get("cattail_snapshots_encoded_total")
+    );
+    println!(
+        "  fan-out latency p50 {:.2} ms, p99 {:.2} ms ({} deliveries)",
+        fanout.p50 as f64 / 1e3,
+        fanout.p99 as f64 / 1e3,
+        fanout.count
+    );
+    println!(
+        "  end-to-end (API write to agent) p50 {:.2} ms, p99 {:.2} ms",
+        e2e.p50 as f64 / 1e3,
+        e2e.p99 as f64 / 1e3
+    );
+    println!(
+        "  probe agents consistent with the API server: {} of {}",
+        check.consistent, check.probes
+    );
     for d in &check.details {
         println!("    {d}");
     }

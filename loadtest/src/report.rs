@@ -32,6 +32,8 @@ pub struct Report {
     pub seed_seconds: f64,
     /// Connect storm: all agents synced after this many seconds.
     pub storm_seconds: f64,
+    /// Connect storm, by the wall clock of the orchestrator (1 s resolution), seconds.
+    pub storm_wall_seconds: f64,
     /// Connect storm: time to sync per agent, ms.
     pub storm_sync_ms: Summary,
     /// Connect storm: bytes received per agent.

@@ -34,7 +34,10 @@ struct Cache {
 
 /// Every probe of the process.
 #[derive(Clone, Debug, Default)]
-pub struct Probes(Arc<Mutex<Vec<(String, Arc<Mutex<Cache>>)>>>);
+pub struct Probes(Arc<Mutex<Vec<ProbeEntry>>>);
+
+/// A probe's node and cache.
+type ProbeEntry = (String, Arc<Mutex<Cache>>);
 
 /// The outcome of a correctness check.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
