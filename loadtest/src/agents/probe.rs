@@ -95,8 +95,9 @@ pub(super) async fn run(
         let event = match item {
             Ok(event) => event,
             Err(error) => {
+                // The client resumes on its own and keeps its store (a digest resync may emit
+                // no event at all), so a probe stays synced across reconnects.
                 counters.reconnects.fetch_add(1, Ordering::Relaxed);
-                counters.synced.store(false, Ordering::Relaxed);
                 shared.error(format!("probe stream: {error}"));
                 continue;
             }
