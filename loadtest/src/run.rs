@@ -236,6 +236,12 @@ pub async fn run(config: RunConfig) -> anyhow::Result<Report> {
 
     eprintln!("[run] restarting cattail; agents reconnect");
     cattail.stop(Duration::from_secs(10)).await;
+    // Progress arrives once a second: wait until it shows the agents cut off, or the wait for
+    // them to re-sync would end at once on stale lines.
+    let cut = Instant::now() + Duration::from_secs(10);
+    while fleet.synced() >= s.agents.saturating_sub(config.probes) && Instant::now() < cut {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let restart = Instant::now();
     cattail = ServerProcess::start(
         &binary,
