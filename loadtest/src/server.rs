@@ -2,8 +2,8 @@
 //!
 //! The server runs in its own process so that its CPU and memory can be read from /proc and it
 //! can be restarted mid-run. The binary is `cattail` next to this executable (the same cargo
-//! target directory), or `$CATTAIL_SERVER_BIN`; when it is missing and cargo is at hand it is
-//! built with the same profile. Dropping a [`ServerProcess`] kills it.
+//! target directory), or `$CATTAIL_SERVER_BIN`; in a source checkout, cargo first brings it up
+//! to date in the same profile (a no-op when it is fresh). Dropping a [`ServerProcess`] kills it.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -46,15 +46,17 @@ pub fn server_binary() -> anyhow::Result<PathBuf> {
         dir
     };
     let candidate = dir.join("cattail");
-    if candidate.exists() {
-        return Ok(candidate);
-    }
     let release = dir.ends_with("release");
     let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .unwrap_or(Path::new("."));
+    // From a source checkout, always let cargo decide: it is a no-op when the binary is fresh,
+    // and it never runs a server older than the sources. Elsewhere, use what is there.
+    if !workspace.join("Cargo.toml").exists() && candidate.exists() {
+        return Ok(candidate);
+    }
     eprintln!(
-        "building the cattail server ({})...",
+        "building the cattail server if needed ({})...",
         if release { "release" } else { "debug" }
     );
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
