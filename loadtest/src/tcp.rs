@@ -48,23 +48,31 @@ pub async fn replay(
     schedule: Vec<(Duration, Bytes)>,
     limit: Duration,
 ) -> anyhow::Result<BaselineResult> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-    listener.set_nonblocking(true)?;
-    let addr = listener.local_addr()?;
     let messages = schedule.len() as u64;
     let payload_bytes: u64 = schedule.iter().map(|(_, b)| b.len() as u64).sum();
     let started = tokio::time::Instant::now();
     let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    let (addr_tx, addr_rx) = tokio::sync::oneshot::channel();
     let sender = std::thread::spawn(move || {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build();
         let outcome = match runtime {
-            Ok(rt) => rt.block_on(send(listener, sockets, schedule)),
+            Ok(rt) => rt.block_on(async move {
+                let listener = listen()?;
+                let _ = addr_tx.send(listener.local_addr()?);
+                send(listener, sockets, schedule).await
+            }),
             Err(e) => Err(e.into()),
         };
         let _ = done_tx.send(outcome);
     });
+    let Ok(addr) = addr_rx.await else {
+        return match done_rx.await {
+            Ok(Err(error)) => Err(error.context("the TCP baseline could not listen")),
+            _ => Err(anyhow::anyhow!("the TCP baseline's sender thread died")),
+        };
+    };
     let latency = Arc::new(Mutex::new(Hist::new()));
     let mut receivers = tokio::task::JoinSet::new();
     for _ in 0..sockets {
@@ -103,14 +111,24 @@ pub async fn replay(
     })
 }
 
+/// A loopback listener whose accept queue holds a whole connect storm: with the usual backlog
+/// of 128, most of 1,000 simultaneous connects are dropped and retried after seconds.
+fn listen() -> anyhow::Result<TcpListener> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.bind(std::net::SocketAddr::from(([127, 0, 0, 1], 0)))?;
+    Ok(socket.listen(LISTEN_BACKLOG)?)
+}
+
+/// The accept queue of the baseline's listener (the kernel caps it at `net.core.somaxconn`).
+const LISTEN_BACKLOG: u32 = 8192;
+
 /// The sending side, on its own thread; returns the thread's CPU seconds.
 async fn send(
-    listener: std::net::TcpListener,
+    listener: TcpListener,
     sockets: u32,
     schedule: Vec<(Duration, Bytes)>,
 ) -> anyhow::Result<f64> {
     let cpu_start = thread_cpu();
-    let listener = TcpListener::from_std(listener)?;
     let mut queues = Vec::with_capacity(sockets as usize);
     let mut writers = tokio::task::JoinSet::new();
     for _ in 0..sockets {

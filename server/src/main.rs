@@ -10,7 +10,7 @@ use cattail_server::config::ServerConfig;
 use cattail_server::k8s::watch::WatchConfig;
 use cattail_server::serve::{ServeOptions, serve};
 use clap::Parser;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 
@@ -70,9 +70,7 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let config = load_config(args.config.as_deref())?;
     let metrics = cattail_server::admin::install_recorder()?;
     let client = kube_client(args.kubeconfig.as_deref()).await?;
-    let grpc = TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("binding --listen {}", args.listen))?;
+    let grpc = listen(args.listen).with_context(|| format!("binding --listen {}", args.listen))?;
     let admin = TcpListener::bind(args.admin_listen)
         .await
         .with_context(|| format!("binding --admin-listen {}", args.admin_listen))?;
@@ -92,6 +90,21 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
     serve(options, client, grpc, Some(admin), metrics, shutdown, None).await?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The gRPC listener, with an accept queue that holds a connect storm: thousands of agents
+/// reconnect at once after a replica restarts, and tokio's default backlog (1,024) would drop
+/// the rest into SYN retries of seconds. The kernel caps it at `net.core.somaxconn`.
+fn listen(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    const BACKLOG: u32 = 8192;
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(BACKLOG)
 }
 
 async fn kube_client(kubeconfig: Option<&std::path::Path>) -> anyhow::Result<kube::Client> {
