@@ -44,8 +44,12 @@ pub struct Report {
     pub storm_tcp_seconds: f64,
     /// Server RSS with no agent, bytes.
     pub server_rss_idle: u64,
-    /// Server RSS with every agent synced, bytes.
+    /// Server RSS with every agent synced, one second after the connect storm, bytes.
     pub server_rss_agents: u64,
+    /// Server RSS with every agent connected, after the steady churn window, bytes: the
+    /// storm's transient buffers are gone by then.
+    #[serde(default)]
+    pub server_rss_steady: u64,
     /// (agents synced, server RSS bytes) during the connect storm.
     pub memory_curve: Vec<(u32, u64)>,
     /// The churn of the steady window.
@@ -119,9 +123,15 @@ impl Report {
         (cattail, tcp)
     }
 
-    /// Server memory per agent, bytes.
+    /// Server memory per agent at steady state (after the churn window), bytes; right after
+    /// the storm when no steady sample was taken.
     pub fn memory_per_agent(&self, agents: u32) -> f64 {
-        (self.server_rss_agents as f64 - self.server_rss_idle as f64) / f64::from(agents.max(1))
+        let with_agents = if self.server_rss_steady > 0 {
+            self.server_rss_steady
+        } else {
+            self.server_rss_agents
+        };
+        (with_agents as f64 - self.server_rss_idle as f64) / f64::from(agents.max(1))
     }
 
     /// The Markdown summary.
@@ -223,9 +233,10 @@ impl Report {
         );
         let _ = writeln!(
             m,
-            "| server RSS idle / with {agents} agents / per agent | {} / {} / {:.1} KiB |",
+            "| server RSS idle / {agents} agents just after the storm / {agents} agents after churn / per agent (after churn) | {} / {} / {} / {:.1} KiB |",
             mib(self.server_rss_idle),
             mib(self.server_rss_agents),
+            mib(self.server_rss_steady),
             self.memory_per_agent(agents) / 1024.0
         );
         let _ = writeln!(

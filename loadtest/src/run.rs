@@ -217,6 +217,7 @@ pub async fn run(config: RunConfig) -> anyhow::Result<Report> {
     report.churn = churn::churn(&client, &s, limits(config.duration)).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     report.server = usage(server_pid, server0, started);
+    report.server_rss_steady = report.server.rss_bytes;
     report.apiserver_cattail = usage(api_pid, api0, started);
     let m1 = cattail.metrics().await?;
     let delta = |k: &str| m1.get(k).copied().unwrap_or(0.0) - m0.get(k).copied().unwrap_or(0.0);

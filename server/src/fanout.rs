@@ -122,6 +122,12 @@ pub struct FanoutConfig {
     pub max_hello_bytes: u32,
     /// The most subscriptions a Hello may carry.
     pub max_subscriptions: u32,
+    /// Messages are joined from pieces (batches, snapshot frames) up to this size; a single
+    /// piece or group that is bigger goes alone (up to `max_message_bytes`). Each agent's
+    /// stream keeps an encode buffer as large as the largest message it was sent, so this
+    /// bounds per-agent memory (docs/BENCHMARKS.md, medium: 531 KiB per agent with whole
+    /// 505 KB snapshots in one message).
+    pub target_message_bytes: usize,
     /// Uncompressed payload bytes per snapshot frame; a snapshot is split into such chunks.
     pub snapshot_chunk_bytes: usize,
     /// How long an encoded snapshot keeps serving new agents after its revision stopped being
@@ -148,7 +154,8 @@ impl Default for FanoutConfig {
             max_message_bytes: cattail_proto::DEFAULT_MAX_MESSAGE_BYTES,
             max_hello_bytes: cattail_proto::DEFAULT_MAX_HELLO_BYTES,
             max_subscriptions: cattail_proto::DEFAULT_MAX_SUBSCRIPTIONS,
-            snapshot_chunk_bytes: 1024 * 1024,
+            target_message_bytes: 64 * 1024,
+            snapshot_chunk_bytes: 256 * 1024,
             snapshot_reuse: Duration::from_secs(5),
             hello_timeout: cattail_proto::DEFAULT_HELLO_TIMEOUT,
             sync_wait_timeout: Duration::from_secs(20),
@@ -184,6 +191,14 @@ impl FanoutConfig {
                 self.max_message_bytes / 2
             ));
         }
+        if self.target_message_bytes == 0
+            || self.target_message_bytes > self.max_message_bytes as usize
+        {
+            return Err(format!(
+                "target_message_bytes: {} must be from 1 to max_message_bytes ({})",
+                self.target_message_bytes, self.max_message_bytes
+            ));
+        }
         let positive = [
             ("max_hello_bytes", self.max_hello_bytes == 0),
             ("max_subscriptions", self.max_subscriptions == 0),
@@ -212,6 +227,13 @@ impl FanoutConfig {
             self.snapshot_chunk_bytes = (self.max_message_bytes as usize / 2)
                 .min(defaults.snapshot_chunk_bytes)
                 .max(1);
+        }
+        if self.target_message_bytes == 0
+            || self.target_message_bytes > self.max_message_bytes as usize
+        {
+            self.target_message_bytes = defaults
+                .target_message_bytes
+                .min(self.max_message_bytes as usize);
         }
         if self.max_hello_bytes == 0 {
             self.max_hello_bytes = defaults.max_hello_bytes;

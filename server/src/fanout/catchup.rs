@@ -124,6 +124,8 @@ impl Hub {
     pub(crate) fn next_deltas(&self, agent: &AgentHello, cursor: Revision) -> Step {
         let shared = &*self.shared;
         let max = shared.config.max_message_bytes as usize;
+        // Several batches join up to the target; one batch alone may use the whole limit.
+        let target = shared.config.target_message_bytes;
         let state = shared.read();
         let Some(batches) = state.log.since(cursor) else {
             return Step::Resync {
@@ -152,7 +154,7 @@ impl Hub {
                     reason: "oversized_batch",
                 };
             }
-            if oversized || message.len() + len + 64 > max {
+            if oversized || (!message.is_empty() && message.len() + len + 64 > target) {
                 break;
             }
             for (bytes, _) in group {

@@ -143,8 +143,7 @@ where
         // The plan holds what it needs of the digests: the agent keeps O(1) state from here.
         agent.resume = None;
         let agent = &*agent;
-        let max = self.hub.config().max_message_bytes as usize;
-        let mut splitter = MessageSplitter::new(max);
+        let mut splitter = MessageSplitter::new(self.hub.config().target_message_bytes);
         splitter.control(self.hub.welcome_piece(plan.head(), plan.mode()));
         let hub = self.hub.clone();
         let revision = match plan {
@@ -178,7 +177,7 @@ where
         mut pending: OutgoingMessage,
         mut cursor: Revision,
     ) -> Result<Revision> {
-        let max = self.hub.config().max_message_bytes as usize;
+        let target = self.hub.config().target_message_bytes;
         loop {
             match self.hub.next_deltas(agent, cursor) {
                 Step::UpToDate => break,
@@ -188,7 +187,7 @@ where
                     at_head,
                 } => {
                     cursor = reached;
-                    if pending.len() + message.len() <= max {
+                    if pending.len() + message.len() <= target {
                         pending.append(message);
                     } else {
                         self.send(std::mem::replace(&mut pending, message)).await?;
@@ -278,7 +277,7 @@ where
         tracing::debug!(agent_id = %agent.agent_id, reason, "resyncing agent");
         let hub = self.hub.clone();
         let cache = hub.snapshot_cache(min_revision);
-        let mut splitter = MessageSplitter::new(self.hub.config().max_message_bytes as usize);
+        let mut splitter = MessageSplitter::new(self.hub.config().target_message_bytes);
         let revision = self
             .guarded(hub.add_snapshot_resync(agent, &cache, &mut splitter))
             .await?;

@@ -93,6 +93,44 @@ fn messages_stop_at_the_limit_without_splitting_a_revision() {
 }
 
 #[test]
+fn batches_join_up_to_the_target_and_a_bigger_one_goes_alone() {
+    let target = 32 * 1024;
+    let config = FanoutConfig {
+        target_message_bytes: target,
+        ..FanoutConfig::default()
+    };
+    let mut fixture = Fixture::new(config);
+    // Two small batches, then one bigger than the target (hex noise compresses to about
+    // half), then two small ones.
+    for (i, len) in [
+        (0u32, 8 * 1024),
+        (1, 8 * 1024),
+        (2, 96 * 1024),
+        (3, 8 * 1024),
+        (4, 8 * 1024),
+    ] {
+        let mut object = pod(&format!("p{i}"), Some("n1"), 1);
+        object.value = noise(u64::from(i) + 1, len);
+        fixture.pods(&[object]);
+    }
+    let agent = fixture.agent("n1", &[("v1/pods", false)]);
+    let mut cursor = Revision(0);
+    let mut per_message = Vec::new();
+    while let Step::Deltas {
+        message,
+        cursor: next,
+        ..
+    } = fixture.hub.next_deltas(&agent, cursor)
+    {
+        let revisions: Vec<u64> = decode(&message).frames.iter().map(|f| f.revision).collect();
+        per_message.push(revisions);
+        cursor = next;
+    }
+    // The big batch is neither joined nor turned into a resync.
+    assert_eq!(per_message, vec![vec![1, 2], vec![3], vec![4, 5]]);
+}
+
+#[test]
 fn a_scoped_cursor_skips_batches_of_other_nodes_for_free() {
     let mut fixture = Fixture::new(FanoutConfig::default());
     fixture.pods(&[pod("p1", Some("n2"), 1)]);
