@@ -14,13 +14,6 @@ use tokio::net::{TcpListener, TcpSocket};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 
-/// The server's memory comes in bursts: in a connect storm every agent's stream holds a copy of
-/// the snapshot in flight for a moment. jemalloc, with its background threads, hands freed
-/// pages back to the system after a few seconds, where glibc's malloc keeps the high-water
-/// mark for good. The benchmark behind this: docs/BENCHMARKS.md, medium, server RSS per agent.
-#[global_allocator]
-static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
-
 #[tokio::main]
 async fn main() -> ExitCode {
     let result = match Cli::parse().command {
