@@ -7,7 +7,6 @@
 //! so the process exits and is restarted instead of serving stale data silently.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
@@ -210,6 +209,3 @@ fn status_fn(hub: Hub, health: Vec<(String, Arc<WatchHealth>)>) -> StatusFn {
         status
     })
 }
-
-/// The grace period after which a shutdown stops waiting for tasks.
-pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
