@@ -4,7 +4,8 @@
 //! [`Hub`] is the small, cheap-to-clone type the gRPC edge uses to reach the state. The single
 //! writer calls [`Hub::publish`] after each commit: the batch is encoded and compressed once per
 //! (resource, scope), appended to a bounded log, folded into the per-resource digests, and the
-//! senders are woken through a `watch` of the head revision. Nothing per agent happens there.
+//! senders of the (resource, scope) topics it touched are woken (`topics`): a pod change on one
+//! node wakes that node's agent, not every agent. Nothing per agent happens there.
 //! Staleness: an agent sees a batch once its sender next runs; a lagging agent gets the batches
 //! coalesced, or a resync once it has fallen off the log. Memory per agent is one message.
 
@@ -21,6 +22,7 @@ mod sender;
 mod snapshot;
 #[cfg(test)]
 mod tests;
+mod topics;
 
 use std::time::Duration;
 

@@ -104,6 +104,19 @@ impl EncodedBatch {
     }
 }
 
+impl EncodedBatch {
+    /// The resources this batch changes (hub indexes), each with the scopes it has frames for.
+    pub(crate) fn touched(&self) -> impl Iterator<Item = (usize, impl Iterator<Item = &str>)> {
+        self.resources
+            .iter()
+            .enumerate()
+            .filter_map(|(index, resource)| {
+                let resource = resource.as_ref()?;
+                Some((index, resource.scopes.keys().map(String::as_str)))
+            })
+    }
+}
+
 impl LogEntry for EncodedBatch {
     fn size_bytes(&self) -> usize {
         self.size

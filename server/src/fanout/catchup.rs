@@ -17,7 +17,7 @@ use crate::store::{Revision, Snapshot};
 
 use super::digests::{digest_of, group_by_bucket};
 use super::encode::{FrameEncoder, unix_nanos};
-use super::hello::AgentHello;
+use super::hello::{AgentHello, Subscription};
 use super::message::{MessageSplitter, OutgoingMessage, Piece};
 use super::resume::{self, Decision};
 use super::snapshot::{ReplaceChunks, SnapshotCache};
@@ -136,6 +136,11 @@ impl Hub {
         let mut message = OutgoingMessage::default();
         let mut reached = cursor;
         for item in batches.take(MAX_BATCHES_PER_STEP) {
+            let concerns = |sub: &Subscription| item.entry.piece(sub.index, &sub.scope).is_some();
+            if !agent.subscriptions.iter().any(concerns) {
+                reached = item.revision;
+                continue;
+            }
             let group: Vec<(Bytes, u32)> = agent
                 .subscriptions
                 .iter()

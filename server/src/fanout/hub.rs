@@ -3,8 +3,9 @@
 //!
 //! Readers (agent senders) take a `std` read lock only to clone `Arc`s and `Bytes`; they never
 //! hold it across an `.await`. The writer encodes outside the lock and takes the write lock
-//! only to append and swap. Senders learn of a new head through a `watch` channel, so a burst of
-//! publishes wakes each sender once, and it then takes every batch since its cursor.
+//! only to append and swap. Senders learn of batches that concern them through their topics
+//! (`watch` channels per (resource, scope)), so a burst of publishes wakes each concerned sender
+//! once, and it then takes every batch since its cursor.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -21,6 +22,7 @@ use super::batch::EncodedBatch;
 use super::digests::Digests;
 use super::encode::FrameEncoder;
 use super::snapshot::SnapshotCache;
+use super::topics::{Interest, Topics};
 use super::{FanoutConfig, ResourceInfo, metrics};
 
 /// One served resource, at its hub index.
@@ -80,6 +82,8 @@ pub(crate) struct Shared {
     pub(crate) welcome_resources: Vec<pb::ResourceInfo>,
     state: RwLock<HubState>,
     head: watch::Sender<Revision>,
+    /// Who to wake for a batch; updated before `head`.
+    topics: Topics,
     in_sync: watch::Sender<bool>,
     /// The writer's encoder; only `publish` uses it.
     encoder: Mutex<Option<FrameEncoder>>,
@@ -120,6 +124,7 @@ impl Hub {
             })
             .collect();
         let digests = Digests::from_snapshot(&initial, &resources, config.digest_buckets);
+        let topics = Topics::new(resources.len(), initial.revision());
         let head = initial.revision();
         let encoder = FrameEncoder::new(config.zstd_level)
             .inspect_err(|error| tracing::error!(%error, "no zstd context; will retry"))
@@ -140,6 +145,7 @@ impl Hub {
                 welcome_resources,
                 state: RwLock::new(state),
                 head: watch::Sender::new(head),
+                topics,
                 in_sync: watch::Sender::new(false),
                 encoder: Mutex::new(encoder),
                 counters: Counters::default(),
@@ -184,12 +190,15 @@ impl Hub {
         let revision = published.revision;
         let mut state = shared.write();
         let follows = revision == state.log.head().next();
-        match batch {
+        // Which topics to wake, once the lock is released: the batch's, or all on a restart.
+        let wake = match batch {
             Some(batch) if follows => {
-                if let Err(error) = state.log.push(revision, Arc::new(batch), Instant::now()) {
+                let batch = Arc::new(batch);
+                if let Err(error) = state.log.push(revision, Arc::clone(&batch), Instant::now()) {
                     tracing::error!(%error, "log refused a batch");
                 }
                 state.digests.apply(&toggles);
+                Some(batch)
             }
             _ => {
                 tracing::warn!(
@@ -202,8 +211,9 @@ impl Hub {
                     &shared.resources,
                     shared.config.digest_buckets,
                 );
+                None
             }
-        }
+        };
         state.snapshot = snapshot;
         state.head_time = published.time;
         // A stale encoded snapshot would only pin old memory: agents still using it hold it.
@@ -216,6 +226,10 @@ impl Hub {
         }
         metrics::log_state(revision, state.log.len(), state.log.bytes());
         drop(state);
+        match wake {
+            Some(batch) => shared.topics.publish(revision, &batch),
+            None => shared.topics.publish_all(revision),
+        }
         shared.head.send_replace(revision);
     }
 
@@ -293,9 +307,17 @@ impl Hub {
         })
     }
 
-    /// A receiver of the head revision, for a sender to wait on.
-    pub(crate) fn subscribe_head(&self) -> watch::Receiver<Revision> {
-        self.shared.head.subscribe()
+    /// The topics of `subscriptions`, for a sender to wait on.
+    pub(crate) fn interest(&self, subscriptions: &[super::hello::Subscription]) -> Interest {
+        self.shared
+            .topics
+            .interest(subscriptions, || self.shared.read().log.head())
+    }
+
+    /// Scoped topics that exist, for tests.
+    #[cfg(test)]
+    pub(crate) fn scoped_topics(&self) -> usize {
+        self.shared.topics.scoped_topics()
     }
 
     /// Waits until the hub is in sync.

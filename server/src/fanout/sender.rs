@@ -40,6 +40,16 @@ pub enum InboundError {
     Closed(String),
 }
 
+/// What one [`AgentSender::deliver`] did.
+struct Delivered {
+    /// The agent's revision now.
+    cursor: Revision,
+    /// Whether anything went out.
+    sent: bool,
+    /// Whether the cursor reached the log's head.
+    done: bool,
+}
+
 /// Where an agent's messages go: the response stream of its gRPC call.
 pub type Outbound = mpsc::Sender<Result<OutgoingMessage>>;
 
@@ -211,34 +221,46 @@ where
     }
 
     /// Follows the head: deltas, resyncs and heartbeats, until the stream ends.
+    ///
+    /// The sender sleeps until a batch touches one of its topics; batches for other nodes do
+    /// not wake it. Its cursor would then lag the head, so before it waits, reads the log or
+    /// sends a heartbeat, it skips the batches its topics say did not concern it: a quiet
+    /// agent neither falls off the log nor reads old batches when it wakes.
     async fn live(&mut self, agent: &AgentHello, mut cursor: Revision) -> Result<()> {
         let interval = self.hub.config().heartbeat_interval;
-        let mut head = self.hub.subscribe_head();
+        let mut interest = self.hub.interest(&agent.subscriptions);
         let heartbeat = tokio::time::sleep(interval);
         tokio::pin!(heartbeat);
+        // The log may hold batches published before `interest` existed.
+        let mut pending = true;
         loop {
             self.drain_inbound(agent)?;
-            if *head.borrow_and_update() > cursor {
-                let (reached, sent) = self.deliver(agent, cursor).await?;
-                cursor = reached;
-                if sent {
+            if pending {
+                cursor = interest.skip(cursor, self.hub.head());
+                let delivered = self.deliver(agent, cursor).await?;
+                cursor = delivered.cursor;
+                if delivered.sent {
                     heartbeat.as_mut().reset(Instant::now() + interval);
                 }
+                pending = !delivered.done;
                 continue;
             }
+            cursor = interest.skip(cursor, self.hub.head());
             tokio::select! {
                 biased;
                 () = self.shutdown.cancelled() => return Err(Error::ShuttingDown),
                 () = self.outbound.closed() => return Err(Error::AgentGone),
-                changed = head.changed() => {
-                    if changed.is_err() {
+                changed = interest.changed() => {
+                    if !changed {
                         return Ok(());
                     }
+                    pending = true;
                 }
                 message = self.inbound.next(), if self.inbound_open => {
                     self.on_inbound(agent, message)?;
                 }
                 () = &mut heartbeat => {
+                    cursor = interest.skip(cursor, self.hub.head());
                     let piece = heartbeat_piece(cursor, SystemTime::now());
                     self.send(OutgoingMessage::control(piece)).await?;
                     heartbeat.as_mut().reset(Instant::now() + interval);
@@ -247,23 +269,38 @@ where
         }
     }
 
-    /// Moves the agent towards the head by one message (or a resync). Returns the new cursor
-    /// and whether anything was sent.
-    async fn deliver(&mut self, agent: &AgentHello, cursor: Revision) -> Result<(Revision, bool)> {
-        match self.hub.next_deltas(agent, cursor) {
-            Step::UpToDate => Ok((cursor, false)),
+    /// Moves the agent towards the head by one message (or a resync).
+    async fn deliver(&mut self, agent: &AgentHello, cursor: Revision) -> Result<Delivered> {
+        let delivered = match self.hub.next_deltas(agent, cursor) {
+            Step::UpToDate => Delivered {
+                cursor,
+                sent: false,
+                done: true,
+            },
             Step::Deltas {
-                message, cursor, ..
+                message,
+                cursor,
+                at_head,
             } => {
                 let sent = !message.is_empty();
                 self.send(message).await?;
-                Ok((cursor, sent))
+                Delivered {
+                    cursor,
+                    sent,
+                    done: at_head,
+                }
             }
             Step::Resync {
                 min_revision,
                 reason,
-            } => Ok((self.resync(agent, min_revision, reason).await?, true)),
-        }
+            } => Delivered {
+                cursor: self.resync(agent, min_revision, reason).await?,
+                sent: true,
+                // Batches after the snapshot may be in the log.
+                done: false,
+            },
+        };
+        Ok(delivered)
     }
 
     /// Resyncs the agent from a shared snapshot at `min_revision` or later.

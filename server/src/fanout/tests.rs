@@ -4,6 +4,7 @@
 mod deltas;
 mod resume;
 mod sender;
+mod topics;
 
 use bytes::Bytes;
 use cattail_proto::pb::{self, Encoding, FramePayload, ServerMessage};

@@ -183,3 +183,45 @@ async fn a_lagging_agent_is_resynced_instead_of_dropped() {
     let error = harness.recv().await.unwrap_err();
     assert!(matches!(error, Error::ShuttingDown), "{error}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_quiet_scoped_agent_skips_other_nodes_batches_without_a_resync() {
+    // A log of two batches: reading its way through six batches for n2 would resync n1.
+    let config = FanoutConfig {
+        log: LogLimits {
+            max_entries: 2,
+            ..LogLimits::default()
+        },
+        ..FanoutConfig::default()
+    };
+    let interval = config.heartbeat_interval;
+    let mut harness = Harness::start(config, 1);
+    harness.say(Message::Hello(hello("n1", &[("v1/pods", true)])));
+    assert_eq!(harness.synced().await, 0);
+    for i in 0..6 {
+        harness
+            .fixture
+            .pods(&[pod(&format!("x{i}"), Some("n2"), 1)]);
+    }
+    let mine = harness.fixture.pods(&[pod("a", Some("n1"), 1)]).revision;
+    let message = harness.recv().await.unwrap();
+    assert_eq!(message.frames.len(), 1, "{message:?}");
+    let frame = &message.frames[0];
+    assert!(!frame.replace, "a resync instead of the one delta");
+    assert_eq!((frame.revision, frame.scope.as_str()), (mine.get(), "n1"));
+
+    // Batches for other nodes move a quiet agent's revision without a message.
+    let start = Instant::now();
+    for i in 0..3 {
+        harness
+            .fixture
+            .pods(&[pod(&format!("y{i}"), Some("n2"), 1)]);
+    }
+    let beat = harness.recv().await.unwrap().heartbeat.unwrap();
+    assert_eq!(
+        start.elapsed(),
+        interval,
+        "something was sent before the heartbeat"
+    );
+    assert_eq!(beat.head_revision, harness.fixture.hub.head().get());
+}
