@@ -5,6 +5,7 @@
 //! `UNAVAILABLE` ("server shutting down") so agents reconnect elsewhere, health watches end, and
 //! the HTTP/2 connections close gracefully. Health is `SERVING` only while the hub is in sync.
 
+mod body;
 mod codec;
 mod service;
 #[cfg(test)]

@@ -1,10 +1,13 @@
 //! [`SyncService`]: a hand-written `cattail.v1.Sync` service whose `Watch` spawns one
-//! [`AgentSender`] per stream and answers with its queue.
+//! [`AgentSender`] per stream and answers with its queue, as a [`WatchBody`].
 //!
-//! The response stream is the receiving end of a bounded queue of `queue` messages, so the
-//! sender feels the agent's HTTP/2 flow control directly: when the agent stops reading, the
-//! queue fills and the sender's write timeout starts. Inbound errors are classified here, in
-//! terms the fan-out understands; fan-out errors become a `Status` through [`super::status`].
+//! The generated `SyncServer` is not used: its prost codec would encode every `ServerMessage`
+//! once per agent, and tonic's encoder copies each message into a per-stream buffer. Here the
+//! request is decoded by tonic (`Streaming`), and the response is the shared pieces themselves.
+//! The response body reads a bounded queue of `queue` messages, so the sender feels the agent's
+//! HTTP/2 flow control directly: when the agent stops reading, the queue fills and the sender's
+//! write timeout starts. Inbound errors are classified here, in terms the fan-out understands;
+//! fan-out errors become a `Status` through [`super::status`].
 
 use std::convert::Infallible;
 use std::task::{Context, Poll};
@@ -12,23 +15,26 @@ use std::task::{Context, Poll};
 use cattail_proto::pb::AgentMessage;
 use cattail_proto::pb::sync_server::SERVICE_NAME;
 use futures::StreamExt;
-use futures::stream::Map;
 use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
+use tonic::codec::Streaming;
 use tonic::codegen::{Body, BoxFuture, Service, StdError, http};
-use tonic::server::{Grpc, NamedService, StreamingService};
+use tonic::server::NamedService;
+use tonic::transport::server::TcpConnectInfo;
 use tracing::Instrument;
 
-use crate::fanout::{self, AgentSender, Hub, InboundError, OutgoingMessage};
+use crate::fanout::{AgentSender, Hub, InboundError};
 
-use super::codec::PassthroughCodec;
+use super::body::WatchBody;
+use super::codec::AgentMessageDecoder;
 
 /// The path of the one method.
 const WATCH_PATH: &str = "/cattail.v1.Sync/Watch";
 /// Bytes an `AgentMessage` adds around its Hello: a tag and a length.
 const HELLO_ENVELOPE_BYTES: usize = 16;
+/// The header that names a request's message compression.
+const GRPC_ENCODING: &str = "grpc-encoding";
 
 /// The `cattail.v1.Sync` service.
 #[derive(Debug, Clone)]
@@ -54,7 +60,7 @@ impl NamedService for SyncService {
 
 impl<B> Service<http::Request<B>> for SyncService
 where
-    B: Body + Send + 'static,
+    B: Body<Data = bytes::Bytes> + Send + 'static,
     B::Error: Into<StdError> + Send + 'static,
 {
     type Response = http::Response<tonic::body::Body>;
@@ -66,55 +72,56 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let response = self.watch(request);
+        Box::pin(async move { Ok(response) })
+    }
+}
+
+impl SyncService {
+    /// Starts one Watch call, or refuses it with a trailers-only status.
+    pub(super) fn watch<B>(&self, request: http::Request<B>) -> http::Response<tonic::body::Body>
+    where
+        B: Body<Data = bytes::Bytes> + Send + 'static,
+        B::Error: Into<StdError> + Send + 'static,
+    {
         if request.uri().path() != WATCH_PATH {
-            return Box::pin(async {
-                Ok(Status::unimplemented("cattail.v1.Sync has only Watch").into_http())
-            });
+            return Status::unimplemented("cattail.v1.Sync has only Watch").into_http();
+        }
+        if let Some(encoding) = request.headers().get(GRPC_ENCODING)
+            && encoding != "identity"
+        {
+            return Status::unimplemented(format!(
+                "request compression {encoding:?} is not supported: send uncompressed \
+                 messages (server payloads are compressed inside frames)"
+            ))
+            .into_http();
         }
         let config = self.hub.config();
         // The agent's only large message is its Hello: nothing bigger is ever buffered.
         let max_decoding = config.max_hello_bytes as usize + HELLO_ENVELOPE_BYTES;
-        let max_encoding = config.max_message_bytes as usize;
-        let method = WatchMethod {
-            hub: self.hub.clone(),
-            shutdown: self.shutdown.clone(),
-            queue: self.queue,
-        };
-        Box::pin(async move {
-            let mut grpc = Grpc::new(PassthroughCodec)
-                .apply_max_message_size_config(Some(max_decoding), Some(max_encoding));
-            Ok(grpc.streaming(method, request).await)
-        })
-    }
-}
-
-/// The item type of the agent's queue.
-type QueueItem = fanout::Result<OutgoingMessage>;
-/// The response stream of one Watch call.
-type ResponseStream =
-    Map<ReceiverStream<QueueItem>, fn(QueueItem) -> Result<OutgoingMessage, Status>>;
-
-/// One Watch call.
-struct WatchMethod {
-    hub: Hub,
-    shutdown: CancellationToken,
-    queue: usize,
-}
-
-impl StreamingService<AgentMessage> for WatchMethod {
-    type Response = OutgoingMessage;
-    type ResponseStream = ResponseStream;
-    type Future = BoxFuture<tonic::Response<Self::ResponseStream>, Status>;
-
-    fn call(&mut self, request: tonic::Request<tonic::Streaming<AgentMessage>>) -> Self::Future {
-        let peer = request.remote_addr();
-        let inbound = request.into_inner().map(classify as fn(_) -> _);
+        let max_message = config.max_message_bytes as usize;
+        let peer = request
+            .extensions()
+            .get::<TcpConnectInfo>()
+            .and_then(TcpConnectInfo::remote_addr);
+        let inbound = Streaming::new_request(
+            AgentMessageDecoder,
+            request.into_body(),
+            None,
+            Some(max_decoding),
+        )
+        .map(classify as fn(_) -> _);
         let (outbound, queue) = mpsc::channel(self.queue);
         let sender = AgentSender::new(self.hub.clone(), inbound, outbound, self.shutdown.clone());
         let span = tracing::info_span!("agent", peer = ?peer, agent_id = tracing::field::Empty);
         tokio::spawn(sender.run().instrument(span));
-        let responses: ResponseStream = ReceiverStream::new(queue).map(to_response);
-        Box::pin(async move { Ok(tonic::Response::new(responses)) })
+        let body = tonic::body::Body::new(WatchBody::new(queue, max_message));
+        let mut response = http::Response::new(body);
+        response.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/grpc"),
+        );
+        response
     }
 }
 
@@ -127,8 +134,4 @@ fn classify(item: Result<AgentMessage, Status>) -> Result<AgentMessage, InboundE
         tonic::Code::InvalidArgument => InboundError::Malformed(status.message().to_owned()),
         _ => InboundError::Closed(status.message().to_owned()),
     })
-}
-
-fn to_response(item: QueueItem) -> Result<OutgoingMessage, Status> {
-    item.map_err(|error| super::status(&error))
 }

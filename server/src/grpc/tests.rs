@@ -81,3 +81,190 @@ fn shutdown_says_so_and_unknown_resources_list_what_is_served() {
         unknown.message()
     );
 }
+
+mod body {
+    use std::pin::Pin;
+
+    use bytes::Bytes;
+    use http_body::Body as _;
+    use tokio::sync::mpsc;
+    use tonic::Code;
+    use tonic::codegen::http::HeaderMap;
+
+    use crate::fanout::{Error, OutgoingMessage};
+
+    use super::super::body::{SHARE_AT_BYTES, WatchBody};
+
+    enum Item {
+        Data(Bytes),
+        Trailers(HeaderMap),
+    }
+
+    async fn next(body: &mut WatchBody) -> Option<Item> {
+        let frame = std::future::poll_fn(|cx| Pin::new(&mut *body).poll_frame(cx)).await?;
+        let frame = frame.unwrap();
+        match frame.into_data() {
+            Ok(data) => Some(Item::Data(data)),
+            Err(frame) => Some(Item::Trailers(frame.into_trailers().unwrap())),
+        }
+    }
+
+    /// Every DATA chunk up to the trailers, and the trailers.
+    async fn drain(body: &mut WatchBody) -> (Vec<Bytes>, HeaderMap) {
+        let mut chunks = Vec::new();
+        loop {
+            match next(body).await.expect("the body ended without trailers") {
+                Item::Data(chunk) => chunks.push(chunk),
+                Item::Trailers(trailers) => return (chunks, trailers),
+            }
+        }
+    }
+
+    fn grpc_status(trailers: &HeaderMap) -> i32 {
+        trailers["grpc-status"].to_str().unwrap().parse().unwrap()
+    }
+
+    #[tokio::test]
+    async fn large_pieces_are_shared_and_small_ones_copied_behind_the_prefix() {
+        let small = Bytes::from(vec![1u8; 10]);
+        let large = Bytes::from(vec![2u8; SHARE_AT_BYTES]);
+        let tail = Bytes::from(vec![3u8; 20]);
+        let mut message = OutgoingMessage::default();
+        message.push_frame(small.clone());
+        message.push_frame(large.clone());
+        message.push_frame(tail.clone());
+        let (tx, rx) = mpsc::channel(4);
+        tx.send(Ok(message.clone())).await.unwrap();
+        tx.send(Ok(OutgoingMessage::control(small.clone())))
+            .await
+            .unwrap();
+        drop(tx);
+        let mut body = WatchBody::new(rx, 1 << 20);
+        let (chunks, trailers) = drain(&mut body).await;
+
+        assert_eq!(
+            chunks.len(),
+            4,
+            "prefix+small, large, tail, then the next message"
+        );
+        assert_eq!(chunks[0].len(), 5 + small.len());
+        assert_eq!(chunks[0][0], 0, "compression flag");
+        assert_eq!(&chunks[0][1..5], &(message.len() as u32).to_be_bytes()[..]);
+        assert_eq!(
+            chunks[1].as_ptr(),
+            large.as_ptr(),
+            "the large piece was copied"
+        );
+        assert_eq!(chunks[2], tail);
+        let joined: Vec<u8> = chunks[..3].iter().flat_map(|c| c.iter().copied()).collect();
+        assert_eq!(&joined[5..], &message.to_bytes()[..]);
+        assert_eq!(&chunks[3][..5], &[0, 0, 0, 0, small.len() as u8][..]);
+        assert_eq!(&chunks[3][5..], &small[..]);
+
+        assert_eq!(grpc_status(&trailers), 0);
+        assert!(next(&mut body).await.is_none());
+        assert!(body.is_end_stream());
+    }
+
+    #[tokio::test]
+    async fn a_sender_error_ends_the_stream_with_its_status() {
+        let (tx, rx) = mpsc::channel(4);
+        tx.send(Ok(OutgoingMessage::control(Bytes::from_static(b"hi"))))
+            .await
+            .unwrap();
+        tx.send(Err(Error::ShuttingDown)).await.unwrap();
+        let mut body = WatchBody::new(rx, 1 << 20);
+        let (chunks, trailers) = drain(&mut body).await;
+        assert_eq!(chunks.len(), 1);
+        assert_eq!(grpc_status(&trailers), Code::Unavailable as i32);
+        let message = trailers["grpc-message"].to_str().unwrap();
+        assert!(message.contains("shutting"), "{message}");
+        // Nothing more is taken from the queue: the sender sees it closed.
+        assert!(tx.is_closed());
+    }
+
+    #[tokio::test]
+    async fn a_message_over_the_limit_is_refused_not_sent() {
+        let (tx, rx) = mpsc::channel(4);
+        let mut message = OutgoingMessage::default();
+        message.push_frame(Bytes::from(vec![0u8; 100]));
+        tx.send(Ok(message)).await.unwrap();
+        let mut body = WatchBody::new(rx, 99);
+        let (chunks, trailers) = drain(&mut body).await;
+        assert!(chunks.is_empty());
+        assert_eq!(grpc_status(&trailers), Code::Internal as i32);
+    }
+}
+
+mod service {
+    use tokio_util::sync::CancellationToken;
+    use tonic::codegen::http;
+
+    use crate::config::Resource;
+    use crate::fanout::{FanoutConfig, Hub, ResourceInfo};
+    use crate::store::Store;
+
+    use super::super::service::SyncService;
+
+    fn service() -> SyncService {
+        let pods = Resource::parse("v1/pods").unwrap();
+        let store = Store::new([pods.clone()]);
+        let info = ResourceInfo {
+            resource: pods,
+            fingerprint: 1,
+            scope_field: None,
+        };
+        let hub = Hub::new(FanoutConfig::default(), store.snapshot(), vec![info]);
+        SyncService::new(hub, CancellationToken::new(), 1)
+    }
+
+    fn request(path: &str, encoding: Option<&str>) -> http::Request<tonic::body::Body> {
+        let mut request = http::Request::builder()
+            .uri(format!("http://cattail{path}"))
+            .header("content-type", "application/grpc");
+        if let Some(encoding) = encoding {
+            request = request.header("grpc-encoding", encoding);
+        }
+        request.body(tonic::body::Body::empty()).unwrap()
+    }
+
+    fn grpc_status(response: &http::Response<tonic::body::Body>) -> Option<(i32, String)> {
+        let headers = response.headers();
+        let code = headers
+            .get("grpc-status")?
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let message = headers
+            .get("grpc-message")
+            .map(|m| m.to_str().unwrap().to_owned())
+            .unwrap_or_default();
+        Some((code, message))
+    }
+
+    #[tokio::test]
+    async fn other_methods_and_compressed_requests_are_unimplemented() {
+        let service = service();
+        let response = service.watch(request("/cattail.v1.Sync/Other", None));
+        assert_eq!(
+            grpc_status(&response).unwrap().0,
+            tonic::Code::Unimplemented as i32
+        );
+
+        let response = service.watch(request("/cattail.v1.Sync/Watch", Some("gzip")));
+        let (code, message) = grpc_status(&response).unwrap();
+        assert_eq!(code, tonic::Code::Unimplemented as i32);
+        assert!(message.contains("compression"), "{message}");
+    }
+
+    #[tokio::test]
+    async fn a_watch_is_answered_with_a_grpc_stream() {
+        let service = service();
+        for encoding in [None, Some("identity")] {
+            let response = service.watch(request("/cattail.v1.Sync/Watch", encoding));
+            assert_eq!(grpc_status(&response), None, "a trailers-only refusal");
+            assert_eq!(response.headers()["content-type"], "application/grpc");
+        }
+    }
+}

@@ -1,0 +1,151 @@
+//! [`WatchBody`]: the HTTP/2 response body of one Watch call, written by hand so that shared
+//! pieces reach HTTP/2 as the `Bytes` they are.
+//!
+//! tonic's encoder copies every message into a per-stream buffer, and that buffer keeps the
+//! size of the largest message the stream ever sent: one copy per delivery, and a buffer per
+//! agent. Here a message becomes a few DATA chunks: the 5-byte gRPC prefix with the small pieces
+//! copied after it, and every piece of at least [`SHARE_AT_BYTES`] handed over as it is (h2
+//! writes such chunks with vectored I/O, without copying them). Nothing stays per agent between
+//! messages. The stream ends with the trailers of a gRPC status: OK when the sender finished,
+//! else the status of its error (docs/PROTOCOL.md section 10).
+
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use bytes::{BufMut, Bytes, BytesMut};
+use http_body::{Body, Frame, SizeHint};
+use tokio::sync::mpsc;
+use tonic::Status;
+use tonic::codegen::http::HeaderMap;
+
+use crate::fanout::{self, OutgoingMessage};
+
+/// Pieces at least this long go to HTTP/2 without a copy; shorter ones are copied behind the
+/// prefix, since a DATA frame of their own would cost more than the copy.
+pub(crate) const SHARE_AT_BYTES: usize = 1024;
+/// The gRPC length prefix: a compression flag and a big-endian length.
+const PREFIX_BYTES: usize = 5;
+
+/// What the sender hands to the body.
+pub(crate) type QueueItem = fanout::Result<OutgoingMessage>;
+
+/// The response body of one Watch call: the messages from the sender's queue, then trailers.
+#[derive(Debug)]
+pub(crate) struct WatchBody {
+    queue: mpsc::Receiver<QueueItem>,
+    /// Chunks of the current message not yet handed to HTTP/2.
+    chunks: VecDeque<Bytes>,
+    /// Messages over this are refused (a server bug: senders keep below it).
+    max_message_bytes: usize,
+    state: State,
+}
+
+#[derive(Debug)]
+enum State {
+    /// Reading the queue.
+    Streaming,
+    /// The queue ended: these trailers are next.
+    Trailers(HeaderMap),
+    /// Trailers sent.
+    Done,
+}
+
+impl WatchBody {
+    pub(crate) fn new(queue: mpsc::Receiver<QueueItem>, max_message_bytes: usize) -> Self {
+        Self {
+            queue,
+            chunks: VecDeque::new(),
+            max_message_bytes,
+            state: State::Streaming,
+        }
+    }
+
+    /// Queues the DATA chunks of one gRPC message.
+    fn push_message(&mut self, message: &OutgoingMessage) -> Result<(), Status> {
+        let len = message.len();
+        if len > self.max_message_bytes {
+            return Err(Status::internal(format!(
+                "a {len}-byte message is over the {}-byte limit; this is a server bug",
+                self.max_message_bytes
+            )));
+        }
+        let len = u32::try_from(len)
+            .map_err(|_| Status::internal("a message over 4 GiB; this is a server bug"))?;
+        let copied: usize = message
+            .pieces()
+            .iter()
+            .map(Bytes::len)
+            .filter(|len| *len < SHARE_AT_BYTES)
+            .sum();
+        let mut head = BytesMut::with_capacity(PREFIX_BYTES + copied);
+        head.put_u8(0);
+        head.put_u32(len);
+        for piece in message.pieces() {
+            if piece.len() < SHARE_AT_BYTES {
+                head.put_slice(piece);
+            } else {
+                if !head.is_empty() {
+                    self.chunks.push_back(head.split().freeze());
+                }
+                self.chunks.push_back(piece.clone());
+            }
+        }
+        if !head.is_empty() {
+            self.chunks.push_back(head.freeze());
+        }
+        Ok(())
+    }
+}
+
+/// The trailers that end a stream with `status`.
+fn trailers(status: &Status) -> HeaderMap {
+    let mut map = HeaderMap::new();
+    if status.add_header(&mut map).is_err() {
+        // Only a status message that cannot be a header value gets here: keep the code.
+        map.insert("grpc-status", (status.code() as i32).into());
+    }
+    map
+}
+
+impl Body for WatchBody {
+    type Data = Bytes;
+    type Error = Status;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
+        let this = &mut *self;
+        loop {
+            if let Some(chunk) = this.chunks.pop_front() {
+                return Poll::Ready(Some(Ok(Frame::data(chunk))));
+            }
+            match std::mem::replace(&mut this.state, State::Done) {
+                State::Done => return Poll::Ready(None),
+                State::Trailers(map) => return Poll::Ready(Some(Ok(Frame::trailers(map)))),
+                State::Streaming => {}
+            }
+            this.state = State::Streaming;
+            let status = match ready!(this.queue.poll_recv(cx)) {
+                Some(Ok(message)) => match this.push_message(&message) {
+                    Ok(()) => continue,
+                    Err(status) => status,
+                },
+                Some(Err(error)) => super::status(&error),
+                None => Status::ok(""),
+            };
+            // The sender is done (or failed): nothing more is read from the queue.
+            this.queue.close();
+            this.state = State::Trailers(trailers(&status));
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        matches!(self.state, State::Done) && self.chunks.is_empty()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::default()
+    }
+}
