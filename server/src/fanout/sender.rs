@@ -28,6 +28,8 @@ use super::{Error, Hub, Result};
 
 /// The longest a stream's final status waits for room in the agent's queue.
 const STATUS_WAIT: Duration = Duration::from_secs(5);
+/// How often a sender that is busy delivering looks at what the agent sent.
+const INBOUND_DRAIN_INTERVAL: Duration = Duration::from_millis(500);
 
 /// Why the agent's side of the stream failed, as the transport reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -233,14 +235,22 @@ where
         tokio::pin!(heartbeat);
         // The log may hold batches published before `interest` existed.
         let mut pending = true;
+        let mut drained = Instant::now();
+        let mut last_sent = Instant::now();
         loop {
-            self.drain_inbound(agent)?;
             if pending {
+                // Acks are read while waiting below; an agent that never lets the sender wait
+                // still has them read, but not at the cost of a transport poll per message.
+                if drained.elapsed() >= INBOUND_DRAIN_INTERVAL {
+                    self.drain_inbound(agent)?;
+                    drained = Instant::now();
+                }
                 cursor = interest.skip(cursor, self.hub.head());
                 let delivered = self.deliver(agent, cursor).await?;
                 cursor = delivered.cursor;
                 if delivered.sent {
-                    heartbeat.as_mut().reset(Instant::now() + interval);
+                    // The timer is moved only when it fires: cheaper than per message.
+                    last_sent = Instant::now();
                 }
                 pending = !delivered.done;
                 continue;
@@ -260,10 +270,16 @@ where
                     self.on_inbound(agent, message)?;
                 }
                 () = &mut heartbeat => {
+                    let due = last_sent + interval;
+                    if due > Instant::now() {
+                        heartbeat.as_mut().reset(due);
+                        continue;
+                    }
                     cursor = interest.skip(cursor, self.hub.head());
                     let piece = heartbeat_piece(cursor, SystemTime::now());
                     self.send(OutgoingMessage::control(piece)).await?;
-                    heartbeat.as_mut().reset(Instant::now() + interval);
+                    last_sent = Instant::now();
+                    heartbeat.as_mut().reset(last_sent + interval);
                 }
             }
         }
