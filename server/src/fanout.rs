@@ -125,10 +125,9 @@ pub struct FanoutConfig {
     /// The most subscriptions a Hello may carry.
     pub max_subscriptions: u32,
     /// Messages are joined from pieces (batches, snapshot frames) up to this size; a single
-    /// piece or group that is bigger goes alone (up to `max_message_bytes`). Each agent's
-    /// stream keeps an encode buffer as large as the largest message it was sent, so this
-    /// bounds per-agent memory (docs/BENCHMARKS.md, medium: 531 KiB per agent with whole
-    /// 505 KB snapshots in one message).
+    /// piece or group that is bigger goes alone (up to `max_message_bytes`). The transport
+    /// shares pieces without copying them, so this bounds how much one queued message keeps
+    /// alive for a slow agent, and how long a resync holds back the next delta.
     pub target_message_bytes: usize,
     /// Uncompressed payload bytes per snapshot frame; a snapshot is split into such chunks.
     pub snapshot_chunk_bytes: usize,

@@ -156,7 +156,7 @@ impl Hub {
     /// Publishes a committed batch; `snapshot` is the store's snapshot right after the commit.
     ///
     /// Encodes the batch once per (resource, scope), appends it to the log, updates the digests
-    /// and wakes every sender. Call it from the single writer, for every commit that returned a
+    /// and wakes the senders whose topics it touched. Call it from the single writer, for every commit that returned a
     /// batch, in order. A batch that does not follow the head (a skipped revision) restarts the
     /// log at this revision: agents behind it are resynced, never sent a gap.
     pub fn publish(&self, published: &Published, snapshot: Snapshot) {
