@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::stats::{Hist, HistWire};
 
-pub use light::{LightAgent, Trace};
+pub use light::{LightAgent, STAMP_SAMPLE, Trace};
 
 /// The resources every agent subscribes to; pods are node scoped.
 pub const SUBSCRIPTIONS: [(&str, bool); 7] = [
@@ -264,6 +264,7 @@ pub async fn run(config: AgentsConfig) -> anyhow::Result<()> {
                 counters,
                 shared: shared.clone(),
                 trace: (i == config.probes).then(|| trace.clone()),
+                stamps: index % light::STAMP_SAMPLE == 0,
             };
             tasks.spawn(agent.run(stop.clone()));
         }

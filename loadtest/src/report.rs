@@ -163,7 +163,8 @@ impl Report {
         );
         let _ = writeln!(
             m,
-            "| end-to-end p50 / p99 (vs direct watches, {} agents) | {} / {} | {} / {} | p99 {} |",
+            "| end-to-end p50 / p99 (1 light agent in {}; vs direct watches, {} agents) | {} / {} | {} / {} | p99 {} |",
+            crate::agents::STAMP_SAMPLE,
             self.direct_agents,
             ms(self.e2e_us.p50),
             ms(self.e2e_us.p99),

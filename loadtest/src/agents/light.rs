@@ -1,5 +1,9 @@
 //! `LightAgent`: a raw gRPC agent that reads frames, records lag and acks, and decodes only what
-//! it needs: the payloads of pod and policy deltas, to find the write stamp.
+//! it needs. Every light agent records fan-out latency from the frame headers; one in
+//! [`STAMP_SAMPLE`] also decompresses the payloads of pod and policy deltas, to find the write
+//! stamp for end-to-end latency. Decompressing in every agent would make the agents' process,
+//! which shares the machine with the server, the main consumer of CPU in the fan-out window
+//! (the plain-TCP baseline's receivers decode nothing).
 //!
 //! It keeps no cache, so on a reconnect it resumes with its epoch and revision but no digests:
 //! the server answers with deltas (same epoch) or a snapshot. A stream is given up after 35 s
@@ -25,6 +29,8 @@ use crate::objects::find_stamp;
 const IDLE_TIMEOUT: Duration = Duration::from_secs(35);
 /// At most this many delta messages are traced.
 const MAX_TRACED: usize = 200_000;
+/// One light agent in this many decodes payloads for end-to-end latency.
+pub const STAMP_SAMPLE: u32 = 10;
 /// Decoded payloads are refused past this size.
 const MAX_PAYLOAD: usize = 64 << 20;
 
@@ -96,6 +102,8 @@ pub struct LightAgent {
     pub shared: Arc<Shared>,
     /// Set on the one agent that traces what it receives.
     pub trace: Option<Arc<Trace>>,
+    /// Whether it decodes payloads for write stamps (end-to-end latency).
+    pub stamps: bool,
 }
 
 /// Where a stream left the agent, for its next resume.
@@ -239,8 +247,9 @@ impl LightAgent {
         let mut e2e = Vec::new();
         for frame in &deltas {
             resume.revision = resume.revision.max(frame.revision);
-            let stamped = frame.resource == "v1/pods"
-                || frame.resource == "networking.k8s.io/v1/networkpolicies";
+            let stamped = self.stamps
+                && (frame.resource == "v1/pods"
+                    || frame.resource == "networking.k8s.io/v1/networkpolicies");
             if !stamped {
                 continue;
             }

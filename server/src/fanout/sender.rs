@@ -4,8 +4,9 @@
 //! Backpressure: the outbound queue is bounded by the caller (a message or two); a send that
 //! stays blocked past `write_timeout` ends the stream. A lagging agent is never queued more:
 //! each wake-up takes everything since its cursor as one message, or a resync from the shared
-//! snapshot once the log no longer holds its cursor. Acks are read whenever the task looks at
-//! the stream and never waited for. Cancel-safety: every wait selects on the shutdown token and
+//! snapshot once the log no longer holds its cursor. The task wakes only for batches of its
+//! topics (see `topics`). Acks are read while the task waits, and every 500 ms while it is busy
+//! delivering; they are never waited for. Cancel-safety: every wait selects on the shutdown token and
 //! on the agent going away; shutdown ends the stream with `UNAVAILABLE`.
 
 use std::future::Future;
