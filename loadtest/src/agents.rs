@@ -264,7 +264,7 @@ pub async fn run(config: AgentsConfig) -> anyhow::Result<()> {
                 counters,
                 shared: shared.clone(),
                 trace: (i == config.probes).then(|| trace.clone()),
-                stamps: index % light::STAMP_SAMPLE == 0,
+                stamps: index.is_multiple_of(light::STAMP_SAMPLE),
             };
             tasks.spawn(agent.run(stop.clone()));
         }
