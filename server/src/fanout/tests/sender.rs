@@ -152,15 +152,20 @@ async fn an_agent_that_stops_reading_is_dropped_after_the_write_timeout() {
     assert!(harness.from_server.recv().await.is_none());
 }
 
-#[tokio::test(start_paused = true)]
-async fn a_lagging_agent_is_resynced_instead_of_dropped() {
-    let config = FanoutConfig {
+/// A log that holds two batches.
+fn two_batch_log() -> FanoutConfig {
+    FanoutConfig {
         log: LogLimits {
             max_entries: 2,
             ..LogLimits::default()
         },
         ..FanoutConfig::default()
-    };
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_lagging_agent_is_resynced_instead_of_dropped() {
+    let config = two_batch_log();
     let mut harness = Harness::start(config, 1);
     harness.hello();
     assert_eq!(harness.synced().await, 0);
@@ -187,13 +192,7 @@ async fn a_lagging_agent_is_resynced_instead_of_dropped() {
 #[tokio::test(start_paused = true)]
 async fn a_quiet_scoped_agent_skips_other_nodes_batches_without_a_resync() {
     // A log of two batches: reading its way through six batches for n2 would resync n1.
-    let config = FanoutConfig {
-        log: LogLimits {
-            max_entries: 2,
-            ..LogLimits::default()
-        },
-        ..FanoutConfig::default()
-    };
+    let config = two_batch_log();
     let interval = config.heartbeat_interval;
     let mut harness = Harness::start(config, 1);
     harness.say(Message::Hello(hello("n1", &[("v1/pods", true)])));
