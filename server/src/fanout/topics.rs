@@ -1,8 +1,8 @@
 //! [`Topics`]: which senders a published batch must wake.
 //!
 //! A topic is one (resource, scope) pair: the whole resource for unscoped subscribers, or one
-//! node's share of a node-scoped resource. Each holds the revision of the newest batch that
-//! touched it, in a `watch` channel, so a sender waits only for the topics it subscribes to. In
+//! node's share of a node-scoped resource. Each holds the revisions of the batches that touched
+//! it, in a `watch` channel, so a sender waits only for the topics it subscribes to. In
 //! a cluster of N nodes, a pod change on one node wakes that node's agent and the unscoped
 //! subscribers of pods, not all N senders. Scoped topics exist only while someone subscribes.
 //!
