@@ -123,6 +123,18 @@ impl std::fmt::Debug for TestEnv {
     }
 }
 
+/// How many times [`TestEnv::start_with`] tries when it loses a race for a free port.
+const START_ATTEMPTS: u32 = 3;
+
+/// Whether the control plane failed to start because a port it was given was taken meanwhile.
+fn lost_port_race(error: &Error) -> bool {
+    matches!(
+        error,
+        Error::Exited { when, tail, .. }
+            if *when == "before it was ready" && tail.contains("address already in use")
+    )
+}
+
 impl TestEnv {
     /// Builds the binary if needed and starts a fresh control plane in a temp dir.
     pub async fn start() -> Result<Self> {
@@ -130,7 +142,26 @@ impl TestEnv {
     }
 
     /// Like [`TestEnv::start`], with options.
+    ///
+    /// Free ports are picked by binding port 0 and closing it, so another process (or an
+    /// outgoing connection's ephemeral port) can take one before the control plane binds it.
+    /// When every port is left to the control plane, such a start is tried again with new ports
+    /// (three tries in all); a start on a port that was asked for is never retried.
     pub async fn start_with(options: Options) -> Result<Self> {
+        let auto_ports =
+            options.apiserver_port == 0 && options.etcd_port == 0 && options.control_port == 0;
+        let mut attempt = 1;
+        loop {
+            match Self::start_once(options.clone()).await {
+                Err(error) if auto_ports && attempt < START_ATTEMPTS && lost_port_race(&error) => {
+                    attempt += 1;
+                }
+                result => return result,
+            }
+        }
+    }
+
+    async fn start_once(options: Options) -> Result<Self> {
         let dir = tempfile::Builder::new()
             .prefix("cattail-testenv-")
             .tempdir()
@@ -284,4 +315,32 @@ async fn load_config(path: &Path) -> Result<kube::Config> {
             path: path.to_owned(),
             message: e.to_string(),
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::{Error, lost_port_race};
+
+    fn exited(when: &'static str, tail: &str) -> Error {
+        Error::Exited {
+            status: "exit status: 1".into(),
+            when,
+            log: PathBuf::from("testenv.log"),
+            tail: tail.into(),
+        }
+    }
+
+    // A built error value: losing a port race cannot be made to happen on demand.
+    #[test]
+    fn only_a_port_taken_before_ready_is_a_lost_race() {
+        let taken = "listen tcp 127.0.0.1:35473: bind: address already in use";
+        assert!(lost_port_race(&exited("before it was ready", taken)));
+        assert!(!lost_port_race(&exited("while running", taken)));
+        assert!(!lost_port_race(&exited(
+            "before it was ready",
+            "etcd: no space left"
+        )));
+    }
 }
