@@ -17,7 +17,7 @@ use crate::store::{Revision, Snapshot};
 
 use super::digests::{digest_of, group_by_bucket};
 use super::encode::{FrameEncoder, unix_nanos};
-use super::hello::{AgentHello, Subscription};
+use super::hello::AgentHello;
 use super::message::{MessageSplitter, OutgoingMessage, Piece};
 use super::resume::{self, Decision};
 use super::snapshot::{ReplaceChunks, SnapshotCache};
@@ -136,11 +136,6 @@ impl Hub {
         let mut message = OutgoingMessage::default();
         let mut reached = cursor;
         for item in batches.take(MAX_BATCHES_PER_STEP) {
-            let concerns = |sub: &Subscription| item.entry.piece(sub.index, &sub.scope).is_some();
-            if !agent.subscriptions.iter().any(concerns) {
-                reached = item.revision;
-                continue;
-            }
             let group: Vec<(Bytes, u32)> = agent
                 .subscriptions
                 .iter()
@@ -150,6 +145,12 @@ impl Hub {
                     (bytes, piece.uncompressed_len())
                 })
                 .collect();
+            // A batch for other scopes costs a lookup per subscription (an empty `Vec` does not
+            // allocate) and moves the cursor.
+            if group.is_empty() {
+                reached = item.revision;
+                continue;
+            }
             let len: usize = group.iter().map(|(bytes, _)| bytes.len()).sum();
             // Leave room for a Synced after the frames.
             let oversized = len + 64 > max || group.iter().any(|(_, raw)| *raw as usize > max);

@@ -81,8 +81,10 @@ pub(crate) struct Shared {
     /// `Welcome.resources`, in hub order.
     pub(crate) welcome_resources: Vec<pb::ResourceInfo>,
     state: RwLock<HubState>,
-    head: watch::Sender<Revision>,
-    /// Who to wake for a batch; updated before `head`.
+    /// The newest published revision; stored (release) after `topics` are updated, so a
+    /// sender that loads it (acquire) sees every topic update up to it.
+    head: AtomicU64,
+    /// Who to wake for a batch.
     topics: Topics,
     in_sync: watch::Sender<bool>,
     /// The writer's encoder; only `publish` uses it.
@@ -144,7 +146,7 @@ impl Hub {
                 resources,
                 welcome_resources,
                 state: RwLock::new(state),
-                head: watch::Sender::new(head),
+                head: AtomicU64::new(head.get()),
                 topics,
                 in_sync: watch::Sender::new(false),
                 encoder: Mutex::new(encoder),
@@ -156,8 +158,8 @@ impl Hub {
     /// Publishes a committed batch; `snapshot` is the store's snapshot right after the commit.
     ///
     /// Encodes the batch once per (resource, scope), appends it to the log, updates the digests
-    /// and wakes the senders whose topics it touched. Call it from the single writer, for every commit that returned a
-    /// batch, in order. A batch that does not follow the head (a skipped revision) restarts the
+    /// and wakes the senders whose topics it touched. Call it from the single writer, for every
+    /// commit that returned a batch, in order. A batch that does not follow the head (a skipped revision) restarts the
     /// log at this revision: agents behind it are resynced, never sent a gap.
     pub fn publish(&self, published: &Published, snapshot: Snapshot) {
         let shared = &*self.shared;
@@ -230,7 +232,7 @@ impl Hub {
             Some(batch) => shared.topics.publish(revision, &batch),
             None => shared.topics.publish_all(revision),
         }
-        shared.head.send_replace(revision);
+        shared.head.store(revision.get(), Ordering::Release);
     }
 
     /// Says whether every resource has completed its first list. Until it is true, new agents
@@ -251,7 +253,7 @@ impl Hub {
 
     /// The newest published revision.
     pub fn head(&self) -> Revision {
-        *self.shared.head.borrow()
+        Revision(self.shared.head.load(Ordering::Acquire))
     }
 
     /// This server process's epoch.

@@ -14,7 +14,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
 use bytes::{BufMut, Bytes, BytesMut};
-use http_body::{Body, Frame, SizeHint};
+use http_body::{Body, Frame};
 use tokio::sync::mpsc;
 use tonic::Status;
 use tonic::codegen::http::HeaderMap;
@@ -143,9 +143,5 @@ impl Body for WatchBody {
 
     fn is_end_stream(&self) -> bool {
         matches!(self.state, State::Done) && self.chunks.is_empty()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        SizeHint::default()
     }
 }
