@@ -11,7 +11,7 @@ use cattail_server::k8s::watch::WatchConfig;
 use cattail_server::serve::{ServeOptions, serve};
 use clap::Parser;
 use tokio::net::{TcpListener, TcpSocket};
-use tokio::signal::unix::{SignalKind, signal};
+use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 
 #[tokio::main]
@@ -68,6 +68,11 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
 
     let config = load_config(args.config.as_deref())?;
+    // Installed before "listening" is logged, so a signal sent on that line is never missed.
+    let signals = (
+        signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
+        signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
+    );
     let metrics = cattail_server::admin::install_recorder()?;
     let client = kube_client(args.kubeconfig.as_deref()).await?;
     let grpc = listen(args.listen).with_context(|| format!("binding --listen {}", args.listen))?;
@@ -86,7 +91,11 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
     };
     options.fanout.server_id = args.server_id.clone();
     let shutdown = CancellationToken::new();
-    tokio::spawn(handle_signals(shutdown.clone(), args.shutdown_grace));
+    tokio::spawn(handle_signals(
+        signals,
+        shutdown.clone(),
+        args.shutdown_grace,
+    ));
     serve(options, client, grpc, Some(admin), metrics, shutdown, None).await?;
     tracing::info!("stopped");
     Ok(())
@@ -125,14 +134,11 @@ async fn kube_client(kubeconfig: Option<&std::path::Path>) -> anyhow::Result<kub
 
 /// SIGTERM or SIGINT cancels the root token (drain); a second signal, or the grace period
 /// running out, exits at once.
-async fn handle_signals(shutdown: CancellationToken, grace: Duration) {
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        tracing::error!("cannot install signal handlers");
-        return;
-    };
+async fn handle_signals(
+    (mut term, mut int): (Signal, Signal),
+    shutdown: CancellationToken,
+    grace: Duration,
+) {
     tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
     tracing::info!(?grace, "shutting down");
     shutdown.cancel();

@@ -112,15 +112,23 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
         verbosity: args.verbosity,
     };
     let dir = args.dir;
-    let mut plane = tokio::task::spawn_blocking(move || -> anyhow::Result<ControlPlane> {
-        let paths = ensure_binary()?;
-        Ok(ControlPlane::spawn(&paths.binary, &dir, &options)?)
-    })
-    .await??;
-    println!("{}", serde_json::to_string(plane.info())?);
-
+    // Install the handlers before the ready line goes out: whoever reads that line may signal
+    // at once, and an uninstalled SIGINT would kill this process without stopping the plane.
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
+    let start = tokio::task::spawn_blocking(move || -> anyhow::Result<ControlPlane> {
+        let paths = ensure_binary()?;
+        Ok(ControlPlane::spawn(&paths.binary, &dir, &options)?)
+    });
+    // A signal during the build or start-up ends the launcher; a control plane that was
+    // already spawned sees its parent go and stops itself.
+    let mut plane = tokio::select! {
+        started = start => started??,
+        _ = sigint.recv() => bail!("interrupted before the control plane was ready"),
+        _ = sigterm.recv() => bail!("terminated before the control plane was ready"),
+    };
+    println!("{}", serde_json::to_string(plane.info())?);
+
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     loop {
         tokio::select! {
