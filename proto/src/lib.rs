@@ -55,6 +55,14 @@ pub const DEFAULT_MAX_SUBSCRIPTIONS: u32 = 64;
 /// How long a server waits for the `Hello` after a stream opens, unless configured otherwise.
 pub const DEFAULT_HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The HTTP/2 `SETTINGS_MAX_FRAME_SIZE` an agent should advertise: 128 KiB.
+///
+/// A server's messages are about 64 KiB (snapshots and catch-up) or much smaller (live deltas).
+/// At HTTP/2's default of 16 KiB each large message goes out as several DATA frames, one
+/// write each; at this size it is one. It also bounds what the agent's HTTP/2 reader buffers
+/// for one frame.
+pub const AGENT_MAX_FRAME_BYTES: u32 = 128 * 1024;
+
 /// The length of an epoch on the wire, in bytes.
 pub const EPOCH_LEN: usize = 16;
 

@@ -131,7 +131,8 @@ async fn connect(client: &Client, endpoint: &str) -> Result<tonic::transport::Ch
             source,
         })?
         .connect_timeout(client.connect_timeout)
-        .tcp_nodelay(true);
+        .tcp_nodelay(true)
+        .max_frame_size(cattail_proto::AGENT_MAX_FRAME_BYTES);
     #[cfg(test)]
     if let Some(connector) = super::tests::memory::connector(endpoint) {
         return endpoint_config

@@ -170,7 +170,8 @@ impl LightAgent {
         let connect_start = Instant::now();
         let endpoint = tonic::transport::Endpoint::from_shared(self.endpoint.clone())
             .map_err(|e| format!("bad endpoint {}: {e}", self.endpoint))?
-            .connect_timeout(Duration::from_secs(5));
+            .connect_timeout(Duration::from_secs(5))
+            .max_frame_size(cattail_proto::AGENT_MAX_FRAME_BYTES);
         let channel = endpoint
             .connect()
             .await

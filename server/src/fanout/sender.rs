@@ -1,4 +1,5 @@
-//! [`AgentSender`]: the one task per agent. It reads the Hello within its deadline, waits for the
+//! [`AgentSender`]: the work of one agent's stream, run by its response body (in hyper's task
+//! for the stream) or as a task of its own. It reads the Hello within its deadline, waits for the
 //! hub to be in sync, catches the agent up, then follows the head until the stream ends.
 //!
 //! Backpressure: the outbound queue is bounded by the caller (a message or two); a send that
@@ -85,9 +86,15 @@ where
 
     /// Serves the agent until its stream ends. The reason, unless the agent left on its own, is
     /// sent as the last item of `outbound`.
+    ///
+    /// Dropping the future before it finishes counts as the agent going away: that is how the
+    /// response body, which runs it, ends it when hyper drops the stream.
     pub async fn run(mut self) {
         let _connected = self.hub.agent_connected();
-        let Err(error) = self.serve().await else {
+        let mut gone = Gone { armed: true };
+        let result = self.serve().await;
+        gone.armed = false;
+        let Err(error) = result else {
             return;
         };
         metrics::stream_ended(reason(&error));
@@ -403,6 +410,20 @@ where
             },
         }
         Ok(())
+    }
+}
+
+/// Counts a sender dropped while it was serving as `agent_gone`.
+struct Gone {
+    armed: bool,
+}
+
+impl Drop for Gone {
+    fn drop(&mut self) {
+        if self.armed {
+            tracing::debug!("agent went away");
+            metrics::stream_ended("agent_gone");
+        }
     }
 }
 

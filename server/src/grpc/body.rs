@@ -8,14 +8,24 @@
 //! writes such chunks with vectored I/O, without copying them). Nothing stays per agent between
 //! messages. The stream ends with the trailers of a gRPC status: OK when the sender finished,
 //! else the status of its error (docs/PROTOCOL.md section 10).
+//!
+//! The body also drives the agent's sender: hyper polls the body from the stream's own task, and
+//! the body polls the sender's future there whenever it has nothing queued. There is no task
+//! per agent besides hyper's, and no wake-up from one task to another per message. A sender
+//! blocked on a full queue is polled again as soon as the body has taken a message; an agent
+//! that stops reading stops its body being polled, and so its sender, which picks up (or ends
+//! with its write timeout) when HTTP/2 has room again. When the agent goes away, hyper drops
+//! the body and the sender with it.
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use http_body::{Body, Frame};
 use tokio::sync::mpsc;
+use tokio::sync::mpsc::error::TryRecvError;
 use tonic::Status;
 use tonic::codegen::http::HeaderMap;
 
@@ -30,10 +40,14 @@ const PREFIX_BYTES: usize = 5;
 /// What the sender hands to the body.
 pub(crate) type QueueItem = fanout::Result<OutgoingMessage>;
 
+/// The sender's future, run by the body.
+pub(crate) type Driver = Pin<Box<dyn Future<Output = ()> + Send>>;
+
 /// The response body of one Watch call: the messages from the sender's queue, then trailers.
-#[derive(Debug)]
 pub(crate) struct WatchBody {
     queue: mpsc::Receiver<QueueItem>,
+    /// The sender that fills `queue`, until it finishes; `None` when it runs elsewhere.
+    driver: Option<Driver>,
     /// Chunks of the current message not yet handed to HTTP/2.
     chunks: VecDeque<Bytes>,
     /// Messages over this are refused (a server bug: senders keep below it).
@@ -51,13 +65,58 @@ enum State {
     Done,
 }
 
+impl std::fmt::Debug for WatchBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WatchBody")
+            .field("queue", &self.queue)
+            .field("driving", &self.driver.is_some())
+            .field("chunks", &self.chunks.len())
+            .field("max_message_bytes", &self.max_message_bytes)
+            .field("state", &self.state)
+            .finish()
+    }
+}
+
 impl WatchBody {
+    /// A body reading `queue`, which some other task fills.
     pub(crate) fn new(queue: mpsc::Receiver<QueueItem>, max_message_bytes: usize) -> Self {
         Self {
             queue,
+            driver: None,
             chunks: VecDeque::new(),
             max_message_bytes,
             state: State::Streaming,
+        }
+    }
+
+    /// A body that runs `sender`, the only writer of `queue`, itself.
+    pub(crate) fn driving(
+        queue: mpsc::Receiver<QueueItem>,
+        sender: Driver,
+        max_message_bytes: usize,
+    ) -> Self {
+        Self {
+            driver: Some(sender),
+            ..Self::new(queue, max_message_bytes)
+        }
+    }
+
+    /// The next item of the queue, running the sender first if it is here.
+    fn poll_queue(&mut self, cx: &mut Context<'_>) -> Poll<Option<QueueItem>> {
+        let Some(driver) = &mut self.driver else {
+            return self.queue.poll_recv(cx);
+        };
+        if driver.as_mut().poll(cx).is_ready() {
+            // Finished: what it queued is still to be read, then the queue ends.
+            self.driver = None;
+            return self.queue.poll_recv(cx);
+        }
+        // The sender is the only writer and it is waiting (on its own wakers, registered just
+        // now): an empty queue stays empty until it runs again, so no waker is needed here.
+        match self.queue.try_recv() {
+            Ok(item) => Poll::Ready(Some(item)),
+            Err(TryRecvError::Empty) => Poll::Pending,
+            Err(TryRecvError::Disconnected) => Poll::Ready(None),
         }
     }
 
@@ -127,7 +186,7 @@ impl Body for WatchBody {
                 State::Streaming => {}
             }
             this.state = State::Streaming;
-            let status = match ready!(this.queue.poll_recv(cx)) {
+            let status = match ready!(this.poll_queue(cx)) {
                 Some(Ok(message)) => match this.push_message(&message) {
                     Ok(()) => continue,
                     Err(status) => status,
@@ -135,8 +194,10 @@ impl Body for WatchBody {
                 Some(Err(error)) => super::status(&error),
                 None => Status::ok(""),
             };
-            // The sender is done (or failed): nothing more is read from the queue.
+            // The sender is done (or failed): nothing more is read from the queue, and a
+            // sender still running here is dropped.
             this.queue.close();
+            this.driver = None;
             this.state = State::Trailers(trailers(&status));
         }
     }

@@ -1,12 +1,13 @@
-//! [`SyncService`]: a hand-written `cattail.v1.Sync` service whose `Watch` spawns one
-//! [`AgentSender`] per stream and answers with its queue, as a [`WatchBody`].
+//! [`SyncService`]: a hand-written `cattail.v1.Sync` service whose `Watch` answers with a
+//! [`WatchBody`] that runs the stream's [`AgentSender`] and sends what it queues.
 //!
 //! The generated `SyncServer` is not used: its prost codec would encode every `ServerMessage`
 //! once per agent, and tonic's encoder copies each message into a per-stream buffer. Here the
 //! request is decoded by tonic (`Streaming`), and the response is the shared pieces themselves.
 //! The response body reads a bounded queue of `queue` messages, so the sender feels the agent's
-//! HTTP/2 flow control directly: when the agent stops reading, the queue fills and the sender's
-//! write timeout starts. Inbound errors are classified here, in terms the fan-out understands;
+//! HTTP/2 flow control directly: when the agent stops reading, the queue fills, the body is not
+//! polled, and neither is the sender, whose write timeout ends the stream if it is still blocked
+//! when it runs again. Inbound errors are classified here, in terms the fan-out understands;
 //! fan-out errors become a `Status` through [`super::status`].
 
 use std::convert::Infallible;
@@ -114,8 +115,8 @@ impl SyncService {
         let (outbound, queue) = mpsc::channel(self.queue);
         let sender = AgentSender::new(self.hub.clone(), inbound, outbound, self.shutdown.clone());
         let span = tracing::info_span!("agent", peer = ?peer, agent_id = tracing::field::Empty);
-        tokio::spawn(sender.run().instrument(span));
-        let body = tonic::body::Body::new(WatchBody::new(queue, max_message));
+        let sender = Box::pin(sender.run().instrument(span));
+        let body = tonic::body::Body::new(WatchBody::driving(queue, sender, max_message));
         let mut response = http::Response::new(body);
         response.headers_mut().insert(
             http::header::CONTENT_TYPE,

@@ -183,6 +183,84 @@ mod body {
         assert!(tx.is_closed());
     }
 
+    fn control(text: &'static str) -> crate::fanout::Result<OutgoingMessage> {
+        Ok(OutgoingMessage::control(Bytes::from_static(
+            text.as_bytes(),
+        )))
+    }
+
+    #[tokio::test]
+    async fn a_driven_sender_runs_inside_the_body_and_its_queue_never_outgrows_one() {
+        use futures::FutureExt;
+
+        let (tx, rx) = mpsc::channel(1);
+        let (go, wait) = tokio::sync::oneshot::channel::<()>();
+        let sender = Box::pin(async move {
+            // Three messages through a queue of one: each send waits for the body to take
+            // the one before, which only the body polling this future can allow.
+            for text in ["one", "two", "three"] {
+                tx.send(control(text)).await.unwrap();
+            }
+            wait.await.unwrap();
+            tx.send(control("four")).await.unwrap();
+        });
+        let mut body = WatchBody::driving(rx, sender, 1 << 20);
+        for text in ["one", "two", "three"] {
+            let item = tokio::time::timeout(std::time::Duration::from_secs(10), next(&mut body))
+                .await
+                .expect("the body does not run its sender");
+            match item {
+                Some(Item::Data(chunk)) => assert_eq!(&chunk[5..], text.as_bytes()),
+                _ => panic!("expected {text:?}"),
+            }
+        }
+        assert!(
+            std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx))
+                .now_or_never()
+                .is_none(),
+            "the sender waits, so the body must wait too"
+        );
+        go.send(()).unwrap();
+        let (chunks, trailers) = drain(&mut body).await;
+        assert_eq!(chunks.len(), 1);
+        assert_eq!(&chunks[0][5..], b"four");
+        assert_eq!(grpc_status(&trailers), 0, "a finished sender ends with OK");
+    }
+
+    #[tokio::test]
+    async fn dropping_a_body_drops_the_sender_it_runs() {
+        use futures::FutureExt;
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicBool, Ordering};
+
+        struct Flag(Arc<AtomicBool>);
+        impl Drop for Flag {
+            fn drop(&mut self) {
+                self.0.store(true, Ordering::SeqCst);
+            }
+        }
+        let dropped = Arc::new(AtomicBool::new(false));
+        let flag = Flag(dropped.clone());
+        let (tx, rx) = mpsc::channel(1);
+        let sender = Box::pin(async move {
+            let _flag = flag;
+            let _tx = tx;
+            std::future::pending::<()>().await;
+        });
+        let mut body = WatchBody::driving(rx, sender, 1 << 20);
+        assert!(
+            std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx))
+                .now_or_never()
+                .is_none()
+        );
+        assert!(!dropped.load(Ordering::SeqCst));
+        drop(body);
+        assert!(
+            dropped.load(Ordering::SeqCst),
+            "the sender outlived its body"
+        );
+    }
+
     #[tokio::test]
     async fn a_message_over_the_limit_is_refused_not_sent() {
         let (tx, rx) = mpsc::channel(4);
