@@ -1,6 +1,6 @@
 //! The gRPC fan-out end to end on loopback: a real store and hub behind `grpc::serve`, agents
 //! built from the generated client. Snapshots then deltas, node scopes, shared encoding, bad
-//! hellos, heartbeats, health and shutdown.
+//! hellos, heartbeats, a stalled agent, health and shutdown.
 
 #![allow(clippy::unwrap_used)] // tests fail loudly on purpose
 
@@ -364,4 +364,92 @@ async fn shutdown_ends_every_stream_with_unavailable() {
         .unwrap()
         .unwrap();
     assert!(served.is_ok(), "{served:?}");
+}
+
+/// A namespace whose value is `bytes` of pseudo-random hex, so that zstd cannot shrink a batch
+/// of them to nothing.
+fn bulky_namespace(
+    name: &str,
+    version: u32,
+    bytes: usize,
+) -> cattail_server::store::ProjectedObject {
+    let mut object = namespace(name, version);
+    let mut x = u64::from(version).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let noise: String = (0..bytes)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            char::from_digit((x % 16) as u32, 16).unwrap()
+        })
+        .collect();
+    object.value = format!(r#"{{"kind":"Namespace","name":"{name}","noise":"{noise}"}}"#).into();
+    object
+}
+
+#[tokio::test]
+async fn a_stalled_agent_does_not_hold_back_the_others() {
+    let write_timeout = Duration::from_secs(1);
+    let mut server = TestServer::start(FanoutConfig {
+        write_timeout,
+        ..config()
+    })
+    .await;
+    server.apply(&[], &[namespace("a", 1)]);
+    // The stalled agent's HTTP/2 stream window is 16 KiB, and it never reads while the server
+    // publishes about 800 KiB of compressed frames: its stream stops at once.
+    let small_window = tonic::transport::Channel::from_shared(format!("http://{}", server.addr))
+        .unwrap()
+        .initial_stream_window_size(16 * 1024)
+        .connect()
+        .await
+        .unwrap();
+    let subscriptions = &[("v1/namespaces", false)];
+    let mut stalled = TestAgent::connect_over(small_window, hello("slow", subscriptions))
+        .await
+        .unwrap();
+    stalled.synced().await;
+    let mut healthy = TestAgent::connect(&server, hello("fast", subscriptions))
+        .await
+        .unwrap();
+    healthy.synced().await;
+
+    let mut last = 0;
+    for version in 2..200 {
+        let name = format!("ns{}", version % 50);
+        last = server.apply(&[], &[bulky_namespace(&name, version, 8 * 1024)]);
+    }
+    healthy.reach(last).await;
+    let everything = [(namespaces(), None)];
+    assert_eq!(healthy.state, server.expected(&everything));
+
+    // Stalled for longer than the write timeout: when it reads again, it either finds its
+    // sender gave up (UNAVAILABLE, write timeout) or catches up to the same state; never a
+    // wrong state, and the server is unharmed.
+    tokio::time::sleep(write_timeout * 2).await;
+    let outcome = loop {
+        match stalled.next().await {
+            Ok(Some(message)) => {
+                stalled.apply(&message);
+                if stalled.revision >= last {
+                    break None;
+                }
+            }
+            Ok(None) => panic!("the stalled agent's stream ended with OK"),
+            Err(status) => break Some(status),
+        }
+    };
+    match outcome {
+        Some(status) => {
+            assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+            assert!(status.message().contains("took no message"), "{status:?}");
+        }
+        None => assert_eq!(stalled.state, server.expected(&everything)),
+    }
+    let mut late = TestAgent::connect(&server, hello("late", subscriptions))
+        .await
+        .unwrap();
+    late.synced().await;
+    late.reach(last).await;
+    assert_eq!(late.state, server.expected(&everything));
 }

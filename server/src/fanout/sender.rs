@@ -107,15 +107,12 @@ where
             Error::Encode(_) | Error::Task(_) => tracing::error!(%error, "stream ended"),
             _ => tracing::info!(%error, "stream ended"),
         }
-        if matches!(error, Error::WriteTimeout(_)) {
-            // The queue is full; the status goes only if there is room, and the transport's
-            // keepalive closes a dead connection.
-            let _ = self.outbound.try_send(Err(error));
-        } else {
-            // A slow agent gets a moment to take its status; it must not hold a shutdown long.
-            let wait = self.hub.config().write_timeout.min(STATUS_WAIT);
-            let _ = tokio::time::timeout(wait, self.outbound.send(Err(error))).await;
-        }
+        // A slow agent gets a moment to take its status; it must not hold a shutdown long. An
+        // agent that read nothing for the write timeout is likely to take nothing now either:
+        // its status goes if it makes room, and the transport's keepalive closes a dead
+        // connection.
+        let wait = self.hub.config().write_timeout.min(STATUS_WAIT);
+        let _ = tokio::time::timeout(wait, self.outbound.send(Err(error))).await;
     }
 
     async fn serve(&mut self) -> Result<()> {
@@ -355,6 +352,7 @@ where
         }
         let (frames, len) = (message.frame_count(), message.len());
         let timeout = self.hub.config().write_timeout;
+        let started = Instant::now();
         tokio::select! {
             biased;
             () = self.shutdown.cancelled() => return Err(Error::ShuttingDown),
@@ -365,6 +363,12 @@ where
             },
         }
         self.metrics.sent(frames, len);
+        // Run by the response body, this future is not polled while HTTP/2 has no room for the
+        // agent, so the timer above cannot end a stalled send; the stall shows here instead, once
+        // the agent reads again.
+        if started.elapsed() > timeout {
+            return Err(Error::WriteTimeout(timeout));
+        }
         Ok(())
     }
 

@@ -226,7 +226,15 @@ pub(crate) struct TestAgent {
 impl TestAgent {
     /// Opens a stream and sends `hello`; `Err` if the call itself is refused.
     pub(crate) async fn connect(server: &TestServer, hello: Hello) -> Result<Self, tonic::Status> {
-        let mut client = server.client().await;
+        Self::connect_over(server.channel().await, hello).await
+    }
+
+    /// [`TestAgent::connect`] over a channel of the test's own making.
+    pub(crate) async fn connect_over(
+        channel: Channel,
+        hello: Hello,
+    ) -> Result<Self, tonic::Status> {
+        let mut client = SyncClient::new(channel).max_decoding_message_size(64 << 20);
         let (requests, rx) = mpsc::channel(16);
         requests
             .send(AgentMessage {

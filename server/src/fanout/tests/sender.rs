@@ -152,6 +152,58 @@ async fn an_agent_that_stops_reading_is_dropped_after_the_write_timeout() {
     assert!(harness.from_server.recv().await.is_none());
 }
 
+#[tokio::test(start_paused = true)]
+async fn a_send_left_unpolled_past_the_write_timeout_ends_the_stream_with_its_status() {
+    // As the response body runs it: the future is polled only when HTTP/2 has room, so its
+    // timer cannot fire while the agent is stalled.
+    let mut fixture = Fixture::new(FanoutConfig::default());
+    let (to_server, inbound) = unbounded();
+    let (outbound, mut from_server) = mpsc::channel(1);
+    let sender = AgentSender::new(
+        fixture.hub.clone(),
+        inbound,
+        outbound,
+        CancellationToken::new(),
+    );
+    let mut run = Box::pin(sender.run());
+    let hello = AgentMessage {
+        message: Some(Message::Hello(hello("n1", &[("v1/pods", false)]))),
+    };
+    to_server.unbounded_send(Ok(hello)).unwrap();
+    fixture.pods(&[pod("p1", Some("n1"), 1)]);
+    // The body polls the sender whenever it wants a message.
+    let catch_up = tokio::select! {
+        message = from_server.recv() => decode(&message.unwrap().unwrap()),
+        () = &mut run => panic!("the sender ended"),
+    };
+    assert!(catch_up.synced.is_some());
+    fixture.pods(&[pod("p1", Some("n1"), 2)]);
+    while from_server.is_empty() {
+        assert!(futures::poll!(&mut run).is_pending());
+        tokio::task::yield_now().await;
+    }
+    // The queue is full; the next delta waits for room, and then HTTP/2 stops polling.
+    fixture.pods(&[pod("p1", Some("n1"), 3)]);
+    for _ in 0..10 {
+        assert!(futures::poll!(&mut run).is_pending());
+        tokio::task::yield_now().await;
+    }
+    tokio::time::advance(Duration::from_secs(31)).await;
+    // The agent reads again: both deltas go, then the stall ends the stream, with its status.
+    let second = decode(&from_server.recv().await.unwrap().unwrap());
+    assert_eq!(second.frames[0].revision, 2);
+    assert!(
+        futures::poll!(&mut run).is_pending(),
+        "the status waits for room"
+    );
+    let third = decode(&from_server.recv().await.unwrap().unwrap());
+    assert_eq!(third.frames[0].revision, 3);
+    assert!(futures::poll!(&mut run).is_ready());
+    let status = from_server.recv().await.unwrap().unwrap_err();
+    assert!(matches!(status, Error::WriteTimeout(_)), "{status}");
+    assert!(from_server.recv().await.is_none());
+}
+
 /// A log that holds two batches.
 fn two_batch_log() -> FanoutConfig {
     FanoutConfig {
