@@ -20,7 +20,7 @@
 use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use http_body::{Body, Frame};
@@ -36,6 +36,14 @@ use crate::fanout::{self, OutgoingMessage};
 pub(crate) const SHARE_AT_BYTES: usize = 1024;
 /// The gRPC length prefix: a compression flag and a big-endian length.
 const PREFIX_BYTES: usize = 5;
+/// After handing this much to HTTP/2 without a pause, the body yields before its next message.
+///
+/// A catch-up is many messages the sender has ready at once. Handed over in one go, up to
+/// hyper's 400 KiB send buffer of them wait in h2's per-connection frame slab, which grows to
+/// hold them and never shrinks: about 20 KiB per agent after a connect storm of medium
+/// snapshots. Yielding lets the connection task write what it has first, as a task hop did
+/// when the sender ran in a task of its own. Live deltas are far smaller and never pause.
+const BURST_BYTES: usize = 64 * 1024;
 
 /// What the sender hands to the body.
 pub(crate) type QueueItem = fanout::Result<OutgoingMessage>;
@@ -50,6 +58,8 @@ pub(crate) struct WatchBody {
     driver: Option<Driver>,
     /// Chunks of the current message not yet handed to HTTP/2.
     chunks: VecDeque<Bytes>,
+    /// Bytes handed to HTTP/2 since the body last waited.
+    burst: usize,
     /// Messages over this are refused (a server bug: senders keep below it).
     max_message_bytes: usize,
     state: State,
@@ -84,6 +94,7 @@ impl WatchBody {
             queue,
             driver: None,
             chunks: VecDeque::new(),
+            burst: 0,
             max_message_bytes,
             state: State::Streaming,
         }
@@ -178,6 +189,7 @@ impl Body for WatchBody {
         let this = &mut *self;
         loop {
             if let Some(chunk) = this.chunks.pop_front() {
+                this.burst += chunk.len();
                 return Poll::Ready(Some(Ok(Frame::data(chunk))));
             }
             match std::mem::replace(&mut this.state, State::Done) {
@@ -186,7 +198,16 @@ impl Body for WatchBody {
                 State::Streaming => {}
             }
             this.state = State::Streaming;
-            let status = match ready!(this.poll_queue(cx)) {
+            if this.burst >= BURST_BYTES {
+                this.burst = 0;
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            let Poll::Ready(item) = this.poll_queue(cx) else {
+                this.burst = 0;
+                return Poll::Pending;
+            };
+            let status = match item {
                 Some(Ok(message)) => match this.push_message(&message) {
                     Ok(()) => continue,
                     Err(status) => status,

@@ -262,6 +262,47 @@ mod body {
     }
 
     #[tokio::test]
+    async fn a_long_burst_yields_to_the_connection_between_messages() {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::task::{Context, Poll, Wake, Waker};
+
+        struct Count(AtomicUsize);
+        impl Wake for Count {
+            fn wake(self: Arc<Self>) {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        let (tx, rx) = mpsc::channel(4);
+        for _ in 0..3 {
+            let mut message = OutgoingMessage::default();
+            message.push_frame(Bytes::from(vec![7u8; 40 * 1024]));
+            tx.send(Ok(message)).await.unwrap();
+        }
+        drop(tx);
+        let mut body = WatchBody::new(rx, 1 << 20);
+        let count = Arc::new(Count(AtomicUsize::new(0)));
+        let waker = Waker::from(count.clone());
+        let mut cx = Context::from_waker(&waker);
+        let mut poll = || match Pin::new(&mut body).poll_frame(&mut cx) {
+            Poll::Ready(Some(Ok(frame))) => Some(frame.into_data().map_or(0, |d| d.len())),
+            Poll::Ready(other) => panic!("{:?}", other.map(|r| r.map(|_| ()))),
+            Poll::Pending => None,
+        };
+        // Two messages (prefix, then the shared 40 KiB piece) make 80 KiB without a pause.
+        let sizes: Vec<_> = (0..4).map(|_| poll()).collect();
+        assert_eq!(sizes, [Some(5), Some(40 * 1024), Some(5), Some(40 * 1024)]);
+        assert_eq!(poll(), None, "the body yields before a third message");
+        assert_eq!(
+            count.0.load(Ordering::SeqCst),
+            1,
+            "and asks to be polled again"
+        );
+        assert_eq!(poll(), Some(5));
+        assert_eq!(poll(), Some(40 * 1024));
+    }
+
+    #[tokio::test]
     async fn a_message_over_the_limit_is_refused_not_sent() {
         let (tx, rx) = mpsc::channel(4);
         let mut message = OutgoingMessage::default();
