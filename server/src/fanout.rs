@@ -141,7 +141,9 @@ pub struct FanoutConfig {
     pub sync_wait_timeout: Duration,
     /// An idle stream gets a Heartbeat after this long.
     pub heartbeat_interval: Duration,
-    /// An agent that takes no message for this long is disconnected.
+    /// An agent that takes no message for this long is disconnected. A stream's sender runs
+    /// only when HTTP/2 has room for it, so an agent stalled this long is told (and its stream
+    /// ended) when it reads again; meanwhile it holds only its connection's buffers.
     pub write_timeout: Duration,
 }
 
