@@ -120,8 +120,9 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
         let paths = ensure_binary()?;
         Ok(ControlPlane::spawn(&paths.binary, &dir, &options)?)
     });
-    // A signal during the build or start-up ends the launcher; a control plane that was
-    // already spawned sees its parent go and stops itself.
+    // A signal during the build or start-up ends the launcher with an error. The start-up step
+    // cannot be cancelled: the runtime waits for it to return on the way out, and a control
+    // plane it started is then dropped, which stops it.
     let mut plane = tokio::select! {
         started = start => started??,
         _ = sigint.recv() => bail!("interrupted before the control plane was ready"),

@@ -159,8 +159,9 @@ impl Hub {
     ///
     /// Encodes the batch once per (resource, scope), appends it to the log, updates the digests
     /// and wakes the senders whose topics it touched. Call it from the single writer, for every
-    /// commit that returned a batch, in order. A batch that does not follow the head (a skipped revision) restarts the
-    /// log at this revision: agents behind it are resynced, never sent a gap.
+    /// commit that returned a batch, in order. A batch that does not follow the head (a skipped
+    /// revision) restarts the log at this revision: agents behind it are resynced, never sent a
+    /// gap.
     pub fn publish(&self, published: &Published, snapshot: Snapshot) {
         let shared = &*self.shared;
         let previous = shared.read().snapshot.clone();

@@ -1,10 +1,10 @@
 //! [`Topics`]: which senders a published batch must wake.
 //!
 //! A topic is one (resource, scope) pair: the whole resource for unscoped subscribers, or one
-//! node's share of a node-scoped resource. Each holds the revisions of the batches that touched
-//! it, in a `watch` channel, so a sender waits only for the topics it subscribes to. In
-//! a cluster of N nodes, a pod change on one node wakes that node's agent and the unscoped
-//! subscribers of pods, not all N senders. Scoped topics exist only while someone subscribes.
+//! node's share of a node-scoped resource. Each holds the revisions of the two newest batches
+//! that touched it, in a `watch` channel, so a sender waits only for the topics it subscribes
+//! to. In a cluster of N nodes, a pod change on one node wakes that node's agent and the
+//! unscoped subscribers of pods, not all N senders. Scoped topics exist only while someone subscribes.
 //!
 //! Each topic keeps its two newest touches. That lets a woken sender jump its cursor over the
 //! batches that did not concern it ([`Interest::skip`]) instead of reading them, and a quiet
