@@ -16,7 +16,7 @@ use cattail_proto::pb::{self, ResumeMode, ServerMessage};
 use crate::store::{Revision, Snapshot};
 
 use super::digests::{digest_of, group_by_bucket};
-use super::encode::{FrameEncoder, unix_nanos};
+use super::encode::{unix_nanos, with_encoder};
 use super::hello::AgentHello;
 use super::message::{MessageSplitter, OutgoingMessage, Piece};
 use super::resume::{self, Decision};
@@ -223,10 +223,10 @@ impl Hub {
         let time = plan.time;
         let resync_agent = agent.clone();
         let hub = self.clone();
-        let replacements =
-            tokio::task::spawn_blocking(move || hub.bucket_replacements(&resync_agent, plan))
-                .await
-                .map_err(|e| Error::Task(e.to_string()))??;
+        let replacements = self
+            .shared
+            .run_blocking(move || hub.bucket_replacements(&resync_agent, plan))
+            .await?;
         let mut cache = None;
         for (sub, replacement) in agent.subscriptions.iter().zip(replacements) {
             match replacement {
@@ -273,7 +273,6 @@ impl Hub {
         let config = &self.shared.config;
         let bucket_count = config.digest_buckets;
         let snapshot = &plan.snapshot;
-        let mut encoder = None;
         let mut replacements = Vec::with_capacity(agent.subscriptions.len());
         for (sub, (theirs, ours)) in agent.subscriptions.iter().zip(plan.digests) {
             let Some(theirs) = theirs else {
@@ -298,10 +297,6 @@ impl Hub {
                 replacements.push(Replacement::Buckets(Vec::new()));
                 continue;
             }
-            let encoder = match &mut encoder {
-                Some(encoder) => encoder,
-                None => encoder.insert(FrameEncoder::new(config.zstd_level)?),
-            };
             let header = FrameHeader {
                 revision: snapshot.revision().get(),
                 resource: resource.as_str().to_owned(),
@@ -311,21 +306,24 @@ impl Hub {
                 replaced_buckets: Vec::new(),
             };
             let allow_zstd = agent.encoding == pb::Encoding::ProtoZstd;
-            let mut chunks =
-                ReplaceChunks::new(encoder, header, config.snapshot_chunk_bytes, allow_zstd);
-            let groups = if sub.scope.is_empty() {
-                let all = snapshot.objects(resource).into_iter().flatten();
-                group_by_bucket(all, &differing, bucket_count)
-            } else {
-                group_by_bucket(scoped(), &differing, bucket_count)
-            };
-            for (bucket, objects) in groups {
-                chunks.bucket(bucket);
-                for object in objects {
-                    chunks.object(object)?;
+            let pieces = with_encoder(config.zstd_level, |encoder| {
+                let mut chunks =
+                    ReplaceChunks::new(encoder, header, config.snapshot_chunk_bytes, allow_zstd);
+                let groups = if sub.scope.is_empty() {
+                    let all = snapshot.objects(resource).into_iter().flatten();
+                    group_by_bucket(all, &differing, bucket_count)
+                } else {
+                    group_by_bucket(scoped(), &differing, bucket_count)
+                };
+                for (bucket, objects) in groups {
+                    chunks.bucket(bucket);
+                    for object in objects {
+                        chunks.object(object)?;
+                    }
                 }
-            }
-            replacements.push(Replacement::Buckets(chunks.finish()?.0));
+                chunks.finish()
+            })?;
+            replacements.push(Replacement::Buckets(pieces.0));
         }
         Ok(replacements)
     }

@@ -23,6 +23,31 @@ const MIN_COMPRESS_BYTES: usize = 64;
 /// Encodes payloads into pieces with a reusable zstd context.
 pub(crate) struct FrameEncoder {
     compressor: zstd::bulk::Compressor<'static>,
+    level: i32,
+}
+
+thread_local! {
+    /// One encoder per thread, for [`with_encoder`]: a zstd context holds a few hundred KiB
+    /// and takes tens of microseconds to build, which a connect storm would pay once per
+    /// node-scoped snapshot.
+    static THREAD_ENCODER: std::cell::Cell<Option<FrameEncoder>> =
+        const { std::cell::Cell::new(None) };
+}
+
+/// Runs `f` with this thread's encoder at `level`, built on first use and kept for the next
+/// call. `f` must not await: the encoder is the thread's, not the task's. A nested call gets
+/// an encoder of its own.
+pub(crate) fn with_encoder<R>(
+    level: i32,
+    f: impl FnOnce(&mut FrameEncoder) -> Result<R>,
+) -> Result<R> {
+    let mut encoder = match THREAD_ENCODER.take() {
+        Some(encoder) if encoder.level == level => encoder,
+        _ => FrameEncoder::new(level)?,
+    };
+    let result = f(&mut encoder);
+    THREAD_ENCODER.set(Some(encoder));
+    result
 }
 
 impl std::fmt::Debug for FrameEncoder {
@@ -51,7 +76,7 @@ impl FrameEncoder {
     /// An encoder compressing at `level`.
     pub(crate) fn new(level: i32) -> Result<Self> {
         zstd::bulk::Compressor::new(level)
-            .map(|compressor| Self { compressor })
+            .map(|compressor| Self { compressor, level })
             .map_err(|e| Error::Encode(format!("cannot create a zstd context: {e}")))
     }
 

@@ -13,7 +13,7 @@ use std::time::{Instant, SystemTime};
 
 use cattail_proto::Digest;
 use cattail_proto::pb;
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
 
 use crate::config::Resource;
 use crate::store::{Epoch, Log, Published, Revision, Snapshot};
@@ -89,7 +89,30 @@ pub(crate) struct Shared {
     in_sync: watch::Sender<bool>,
     /// The writer's encoder; only `publish` uses it.
     encoder: Mutex<Option<FrameEncoder>>,
+    /// Permits for encodes on the blocking pool, one per core: a connect storm must not
+    /// start a thread per agent (each costs a stack and, with glibc, can add a malloc arena).
+    blocking: Arc<Semaphore>,
     pub(crate) counters: Counters,
+}
+
+impl Shared {
+    /// Runs `work` on the blocking pool, at most one job per core at a time.
+    pub(crate) async fn run_blocking<R: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> super::Result<R> + Send + 'static,
+    ) -> super::Result<R> {
+        let permit = Arc::clone(&self.blocking)
+            .acquire_owned()
+            .await
+            .map_err(|e| super::Error::Task(e.to_string()))?;
+        tokio::task::spawn_blocking(move || {
+            // Held until the work is done, even if the caller stops waiting.
+            let _permit = permit;
+            work()
+        })
+        .await
+        .map_err(|e| super::Error::Task(e.to_string()))?
+    }
 }
 
 /// The fan-out's shared state; cheap to clone (one `Arc`).
@@ -150,6 +173,9 @@ impl Hub {
                 topics,
                 in_sync: watch::Sender::new(false),
                 encoder: Mutex::new(encoder),
+                blocking: Arc::new(Semaphore::new(
+                    std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
+                )),
                 counters: Counters::default(),
             }),
         }

@@ -126,14 +126,16 @@ where
         if !self.hub.in_sync() {
             let wait = self.hub.config().sync_wait_timeout;
             let hub = self.hub.clone();
-            self.guarded(async {
+            Box::pin(self.guarded(async {
                 tokio::time::timeout(wait, hub.wait_in_sync())
                     .await
                     .map_err(|_| Error::NotInSync(wait))
-            })
+            }))
             .await?;
         }
-        let cursor = self.catch_up(&mut agent).await?;
+        // Boxed, as is a resync below: the stream's future stays the size of what it keeps
+        // while following the head, not of a catch-up that runs once (docs/BENCHMARKS.md).
+        let cursor = Box::pin(self.catch_up(&mut agent)).await?;
         self.live(&agent, cursor).await
     }
 
@@ -315,7 +317,7 @@ where
                 min_revision,
                 reason,
             } => Delivered {
-                cursor: self.resync(agent, min_revision, reason).await?,
+                cursor: Box::pin(self.resync(agent, min_revision, reason)).await?,
                 sent: true,
                 // Batches after the snapshot may be in the log.
                 done: false,

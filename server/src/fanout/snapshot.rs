@@ -16,12 +16,17 @@ use cattail_proto::pb::FramePayload;
 use tokio::sync::OnceCell;
 use tokio::time::Instant;
 
+use crate::config::Resource;
 use crate::store::{ProjectedObject, Revision, Snapshot};
 
 use super::encode::{self, Encoded, FrameEncoder};
 use super::hub::Shared;
 use super::message::Piece;
 use super::{Error, Result, metrics};
+
+/// A (resource, scope) of at most this many objects is encoded on the asking task's thread;
+/// a bigger one on the blocking pool.
+const INLINE_OBJECTS: usize = 128;
 
 /// The encoded replace frames of one (resource, scope).
 pub(crate) type Chunks = Arc<Vec<Piece>>;
@@ -48,6 +53,15 @@ impl SnapshotCache {
             time,
             created: Instant::now(),
             entries: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// How many objects of `resource` are in `scope` (`""`: all of them).
+    fn len(&self, resource: &Resource, scope: &str) -> usize {
+        if scope.is_empty() {
+            self.snapshot.len(resource).unwrap_or(0)
+        } else {
+            self.snapshot.scope_len(resource, scope)
         }
     }
 
@@ -90,25 +104,32 @@ impl SnapshotCache {
                     publish_time_unix_nanos: encode::unix_nanos(self.time),
                     replaced_buckets: Vec::new(),
                 };
+                let inline = self.len(&entry.info.resource, &scope) <= INLINE_OBJECTS;
                 let level = shared.config.zstd_level;
                 let chunk_bytes = shared.config.snapshot_chunk_bytes;
+                let encode = move || {
+                    encode::with_encoder(level, |encoder| {
+                        let mut chunks = ReplaceChunks::new(encoder, header, chunk_bytes, true);
+                        let objects: Box<dyn Iterator<Item = &ProjectedObject>> =
+                            if scope.is_empty() {
+                                Box::new(snapshot.objects(&resource).into_iter().flatten())
+                            } else {
+                                Box::new(snapshot.scoped(&resource, &scope).into_iter().flatten())
+                            };
+                        for object in objects {
+                            chunks.object(object)?;
+                        }
+                        chunks.finish()
+                    })
+                };
                 // Encoding a large resource takes long enough to stall other tasks on this
-                // worker; the blocking pool runs it instead.
-                let (pieces, sizes) = tokio::task::spawn_blocking(move || {
-                    let mut encoder = FrameEncoder::new(level)?;
-                    let mut chunks = ReplaceChunks::new(&mut encoder, header, chunk_bytes, true);
-                    let objects: Box<dyn Iterator<Item = &ProjectedObject>> = if scope.is_empty() {
-                        Box::new(snapshot.objects(&resource).into_iter().flatten())
-                    } else {
-                        Box::new(snapshot.scoped(&resource, &scope).into_iter().flatten())
-                    };
-                    for object in objects {
-                        chunks.object(object)?;
-                    }
-                    chunks.finish()
-                })
-                .await
-                .map_err(|e| Error::Task(e.to_string()))??;
+                // worker, so the blocking pool runs it. A small one (a node's pods) is cheaper
+                // to encode here than to hand over: a connect storm makes one per node.
+                let (pieces, sizes) = if inline {
+                    encode()?
+                } else {
+                    shared.run_blocking(encode).await?
+                };
                 shared
                     .counters
                     .snapshots_encoded

@@ -114,7 +114,7 @@ pub(super) fn payload(frame: &pb::Frame) -> FramePayload {
     cattail_proto::frame::decode_payload(frame, 64 << 20).unwrap()
 }
 
-fn piece_frame(piece: &Piece, encoding: Encoding) -> pb::Frame {
+pub(super) fn piece_frame(piece: &Piece, encoding: Encoding) -> pb::Frame {
     let derived = std::sync::atomic::AtomicU64::new(0);
     let message = ServerMessage::decode(piece.bytes(encoding, &derived)).unwrap();
     assert_eq!(message.frames.len(), 1);

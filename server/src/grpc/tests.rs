@@ -262,7 +262,7 @@ mod body {
     }
 
     #[tokio::test]
-    async fn a_long_burst_yields_to_the_connection_between_messages() {
+    async fn a_long_burst_yields_to_the_connection() {
         use std::sync::Arc;
         use std::sync::atomic::{AtomicUsize, Ordering};
         use std::task::{Context, Poll, Wake, Waker};
@@ -300,6 +300,38 @@ mod body {
         );
         assert_eq!(poll(), Some(5));
         assert_eq!(poll(), Some(40 * 1024));
+    }
+
+    #[tokio::test]
+    async fn a_message_of_many_chunks_yields_after_eight() {
+        use futures::task::noop_waker;
+        use std::task::{Context, Poll};
+
+        let (tx, rx) = mpsc::channel(1);
+        let mut message = OutgoingMessage::default();
+        for i in 0..12u8 {
+            message.push_frame(Bytes::from(vec![i; 1024]));
+        }
+        tx.send(Ok(message)).await.unwrap();
+        drop(tx);
+        let mut body = WatchBody::new(rx, 1 << 20);
+        let waker = noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        let mut poll = || match Pin::new(&mut body).poll_frame(&mut cx) {
+            Poll::Ready(Some(Ok(frame))) => Some(frame.into_data().map_or(0, |d| d.len())),
+            Poll::Ready(other) => panic!("{:?}", other.map(|r| r.map(|_| ()))),
+            Poll::Pending => None,
+        };
+        // The prefix, then seven of the twelve shared pieces: eight chunks, 7 KiB in all.
+        let first: Vec<_> = (0..8).map(|_| poll()).collect();
+        assert_eq!(first[0], Some(5));
+        assert!(
+            first[1..].iter().all(|size| *size == Some(1024)),
+            "{first:?}"
+        );
+        assert_eq!(poll(), None, "the body yields within the message");
+        let rest: Vec<_> = (0..5).map(|_| poll()).collect();
+        assert!(rest.iter().all(|size| *size == Some(1024)), "{rest:?}");
     }
 
     #[tokio::test]

@@ -224,3 +224,50 @@ fn a_resync_reuses_the_encoded_snapshot_while_the_log_covers_it() {
         &fixture.hub.snapshot_cache(Revision::ZERO)
     ));
 }
+
+#[tokio::test]
+async fn small_scopes_encode_in_place_and_large_ones_on_the_blocking_pool_alike() {
+    let mut fixture = Fixture::new(FanoutConfig::default());
+    // n1 holds more objects than are encoded in place, n2 a few; the whole resource as well.
+    let mut objects: Vec<_> = (0..200)
+        .map(|i| pod(&format!("big-{i:03}"), Some("n1"), 1))
+        .collect();
+    objects.extend((0..3).map(|i| pod(&format!("small-{i}"), Some("n2"), 1)));
+    fixture.pods(&objects);
+    let cache = fixture.hub.snapshot_cache(Revision::ZERO);
+    let names_in = |chunks: &[super::Piece]| {
+        let mut names = Vec::new();
+        for piece in chunks {
+            let frame = super::piece_frame(piece, cattail_proto::pb::Encoding::ProtoZstd);
+            assert!(frame.replace);
+            names.extend(payload(&frame).upserts.into_iter().map(|u| u.name));
+        }
+        names
+    };
+    let shared = &fixture.hub.shared;
+    let big = cache.chunks(shared, 0, "n1").await.unwrap();
+    let small = cache.chunks(shared, 0, "n2").await.unwrap();
+    let whole = cache.chunks(shared, 0, "").await.unwrap();
+    let expected = |prefix: &str| -> Vec<String> {
+        objects
+            .iter()
+            .map(|o| o.name.to_string())
+            .filter(|n| n.starts_with(prefix))
+            .collect()
+    };
+    assert_eq!(names_in(&big), expected("big-"));
+    assert_eq!(names_in(&small), expected("small-"));
+    assert_eq!(names_in(&whole), expected(""));
+    // Each pair is encoded once; asking again shares the same encoding.
+    assert!(Arc::ptr_eq(
+        &big,
+        &cache.chunks(shared, 0, "n1").await.unwrap()
+    ));
+    assert_eq!(
+        shared
+            .counters
+            .snapshots_encoded
+            .load(std::sync::atomic::Ordering::Relaxed),
+        3
+    );
+}
