@@ -32,7 +32,7 @@ use crate::store::LogLimits;
 pub use hub::{Hub, HubStats};
 pub use message::OutgoingMessage;
 pub use metrics::describe_metrics;
-pub use sender::{AgentSender, InboundError, Outbound};
+pub use sender::{AgentSender, InboundError, Outbound, Outgoing};
 
 /// Why an agent's stream ended, or why a hub operation failed. The gRPC edge turns each into a
 /// `tonic::Status` in one function (`grpc::status`).

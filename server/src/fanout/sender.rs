@@ -54,8 +54,14 @@ struct Delivered {
     done: bool,
 }
 
+/// One item of an agent's outbound queue: a message, or the error that ends its stream.
+///
+/// Boxed because the queue is per agent and tokio's channel keeps its slots in blocks of 32:
+/// two blocks of 8-byte slots instead of two of 56-byte ones saves about 3 KiB per agent.
+pub type Outgoing = Box<Result<OutgoingMessage>>;
+
 /// Where an agent's messages go: the response stream of its gRPC call.
-pub type Outbound = mpsc::Sender<Result<OutgoingMessage>>;
+pub type Outbound = mpsc::Sender<Outgoing>;
 
 /// The sender of one agent.
 #[derive(Debug)]
@@ -112,7 +118,7 @@ where
         // its status goes if it makes room, and the transport's keepalive closes a dead
         // connection.
         let wait = self.hub.config().write_timeout.min(STATUS_WAIT);
-        let _ = tokio::time::timeout(wait, self.outbound.send(Err(error))).await;
+        let _ = tokio::time::timeout(wait, self.outbound.send(Box::new(Err(error)))).await;
     }
 
     async fn serve(&mut self) -> Result<()> {
@@ -358,7 +364,7 @@ where
         tokio::select! {
             biased;
             () = self.shutdown.cancelled() => return Err(Error::ShuttingDown),
-            sent = tokio::time::timeout(timeout, self.outbound.send(Ok(message))) => match sent {
+            sent = tokio::time::timeout(timeout, self.outbound.send(Box::new(Ok(message)))) => match sent {
                 Err(_) => return Err(Error::WriteTimeout(timeout)),
                 Ok(Err(_)) => return Err(Error::AgentGone),
                 Ok(Ok(())) => {}

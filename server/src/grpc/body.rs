@@ -52,7 +52,7 @@ const BURST_BYTES: usize = 64 * 1024;
 const BURST_CHUNKS: usize = 8;
 
 /// What the sender hands to the body.
-pub(crate) type QueueItem = fanout::Result<OutgoingMessage>;
+pub(crate) type QueueItem = fanout::Outgoing;
 
 /// The sender's future, run by the body.
 pub(crate) type Driver = Pin<Box<dyn Future<Output = ()> + Send>>;
@@ -238,7 +238,7 @@ impl Body for WatchBody {
                 this.burst = Burst::default();
                 return Poll::Pending;
             };
-            let status = match item {
+            let status = match item.map(|item| *item) {
                 Some(Ok(message)) => match this.push_message(&message) {
                     Ok(()) => continue,
                     Err(status) => status,

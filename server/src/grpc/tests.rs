@@ -134,8 +134,8 @@ mod body {
         message.push_frame(large.clone());
         message.push_frame(tail.clone());
         let (tx, rx) = mpsc::channel(4);
-        tx.send(Ok(message.clone())).await.unwrap();
-        tx.send(Ok(OutgoingMessage::control(small.clone())))
+        tx.send(Box::new(Ok(message.clone()))).await.unwrap();
+        tx.send(Box::new(Ok(OutgoingMessage::control(small.clone()))))
             .await
             .unwrap();
         drop(tx);
@@ -169,10 +169,12 @@ mod body {
     #[tokio::test]
     async fn a_sender_error_ends_the_stream_with_its_status() {
         let (tx, rx) = mpsc::channel(4);
-        tx.send(Ok(OutgoingMessage::control(Bytes::from_static(b"hi"))))
-            .await
-            .unwrap();
-        tx.send(Err(Error::ShuttingDown)).await.unwrap();
+        tx.send(Box::new(Ok(OutgoingMessage::control(Bytes::from_static(
+            b"hi",
+        )))))
+        .await
+        .unwrap();
+        tx.send(Box::new(Err(Error::ShuttingDown))).await.unwrap();
         let mut body = WatchBody::new(rx, 1 << 20);
         let (chunks, trailers) = drain(&mut body).await;
         assert_eq!(chunks.len(), 1);
@@ -183,10 +185,10 @@ mod body {
         assert!(tx.is_closed());
     }
 
-    fn control(text: &'static str) -> crate::fanout::Result<OutgoingMessage> {
-        Ok(OutgoingMessage::control(Bytes::from_static(
+    fn control(text: &'static str) -> crate::fanout::Outgoing {
+        Box::new(Ok(OutgoingMessage::control(Bytes::from_static(
             text.as_bytes(),
-        )))
+        ))))
     }
 
     #[tokio::test]
@@ -277,7 +279,7 @@ mod body {
         for _ in 0..3 {
             let mut message = OutgoingMessage::default();
             message.push_frame(Bytes::from(vec![7u8; 40 * 1024]));
-            tx.send(Ok(message)).await.unwrap();
+            tx.send(Box::new(Ok(message))).await.unwrap();
         }
         drop(tx);
         let mut body = WatchBody::new(rx, 1 << 20);
@@ -312,7 +314,7 @@ mod body {
         for i in 0..12u8 {
             message.push_frame(Bytes::from(vec![i; 1024]));
         }
-        tx.send(Ok(message)).await.unwrap();
+        tx.send(Box::new(Ok(message))).await.unwrap();
         drop(tx);
         let mut body = WatchBody::new(rx, 1 << 20);
         let waker = noop_waker();
@@ -339,7 +341,7 @@ mod body {
         let (tx, rx) = mpsc::channel(4);
         let mut message = OutgoingMessage::default();
         message.push_frame(Bytes::from(vec![0u8; 100]));
-        tx.send(Ok(message)).await.unwrap();
+        tx.send(Box::new(Ok(message))).await.unwrap();
         let mut body = WatchBody::new(rx, 99);
         let (chunks, trailers) = drain(&mut body).await;
         assert!(chunks.is_empty());

@@ -12,13 +12,13 @@ use tokio_util::sync::CancellationToken;
 
 use crate::store::LogLimits;
 
-use super::super::{AgentSender, Error, FanoutConfig, InboundError, OutgoingMessage};
+use super::super::{AgentSender, Error, FanoutConfig, InboundError, Outgoing};
 use super::{Fixture, decode, hello, pod};
 
 struct Harness {
     fixture: Fixture,
     to_server: UnboundedSender<Result<AgentMessage, InboundError>>,
-    from_server: mpsc::Receiver<Result<OutgoingMessage, Error>>,
+    from_server: mpsc::Receiver<Outgoing>,
     shutdown: CancellationToken,
     task: JoinHandle<()>,
 }
@@ -52,7 +52,10 @@ impl Harness {
     }
 
     async fn recv(&mut self) -> Result<ServerMessage, Error> {
-        match timeout(Duration::from_secs(3600), self.from_server.recv()).await {
+        match timeout(Duration::from_secs(3600), self.from_server.recv())
+            .await
+            .map(|m| m.map(|m| *m))
+        {
             Ok(Some(Ok(message))) => Ok(decode(&message)),
             Ok(Some(Err(error))) => Err(error),
             Ok(None) => panic!("the sender ended without a status"),
@@ -173,7 +176,7 @@ async fn a_send_left_unpolled_past_the_write_timeout_ends_the_stream_with_its_st
     fixture.pods(&[pod("p1", Some("n1"), 1)]);
     // The body polls the sender whenever it wants a message.
     let catch_up = tokio::select! {
-        message = from_server.recv() => decode(&message.unwrap().unwrap()),
+        message = from_server.recv() => decode(&(*message.unwrap()).unwrap()),
         () = &mut run => panic!("the sender ended"),
     };
     assert!(catch_up.synced.is_some());
@@ -190,16 +193,16 @@ async fn a_send_left_unpolled_past_the_write_timeout_ends_the_stream_with_its_st
     }
     tokio::time::advance(Duration::from_secs(31)).await;
     // The agent reads again: both deltas go, then the stall ends the stream, with its status.
-    let second = decode(&from_server.recv().await.unwrap().unwrap());
+    let second = decode(&(*from_server.recv().await.unwrap()).unwrap());
     assert_eq!(second.frames[0].revision, 2);
     assert!(
         futures::poll!(&mut run).is_pending(),
         "the status waits for room"
     );
-    let third = decode(&from_server.recv().await.unwrap().unwrap());
+    let third = decode(&(*from_server.recv().await.unwrap()).unwrap());
     assert_eq!(third.frames[0].revision, 3);
     assert!(futures::poll!(&mut run).is_ready());
-    let status = from_server.recv().await.unwrap().unwrap_err();
+    let status = (*from_server.recv().await.unwrap()).unwrap_err();
     assert!(matches!(status, Error::WriteTimeout(_)), "{status}");
     assert!(from_server.recv().await.is_none());
 }
