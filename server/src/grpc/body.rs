@@ -46,10 +46,11 @@ const PREFIX_BYTES: usize = 5;
 const BURST_BYTES: usize = 64 * 1024;
 /// After handing this many chunks to HTTP/2 without a pause, the body yields before the next.
 ///
-/// Each chunk waits as a frame in the same slab until the connection task writes it, and a
-/// message joined from many small shared pieces is many chunks. Eight keeps the slab at its
-/// second size (about 2.5 KiB per connection instead of 5 after a medium connect storm).
-const BURST_CHUNKS: usize = 8;
+/// Each chunk waits as a frame (about 300 bytes of bookkeeping) in h2's per-connection slab
+/// until the connection task writes it, and the slab never shrinks. A message joined from many
+/// small shared pieces is many chunks: without this cap the slab held 5 KiB per connection
+/// after a medium connect storm; with it, room for four frames.
+pub(crate) const BURST_CHUNKS: usize = 4;
 
 /// What the sender hands to the body.
 pub(crate) type QueueItem = fanout::Outgoing;

@@ -305,9 +305,11 @@ mod body {
     }
 
     #[tokio::test]
-    async fn a_message_of_many_chunks_yields_after_eight() {
+    async fn a_message_of_many_chunks_yields_after_a_few() {
         use futures::task::noop_waker;
         use std::task::{Context, Poll};
+
+        use super::super::body::BURST_CHUNKS;
 
         let (tx, rx) = mpsc::channel(1);
         let mut message = OutgoingMessage::default();
@@ -324,16 +326,36 @@ mod body {
             Poll::Ready(other) => panic!("{:?}", other.map(|r| r.map(|_| ()))),
             Poll::Pending => None,
         };
-        // The prefix, then seven of the twelve shared pieces: eight chunks, 7 KiB in all.
-        let first: Vec<_> = (0..8).map(|_| poll()).collect();
-        assert_eq!(first[0], Some(5));
-        assert!(
-            first[1..].iter().all(|size| *size == Some(1024)),
-            "{first:?}"
+        // The prefix, then the first shared pieces, up to the cap, far below the byte cap.
+        let mut sizes = Vec::new();
+        while let Some(size) = poll() {
+            sizes.push(size);
+        }
+        assert_eq!(
+            sizes.len(),
+            BURST_CHUNKS,
+            "the body yields within the message"
         );
-        assert_eq!(poll(), None, "the body yields within the message");
-        let rest: Vec<_> = (0..5).map(|_| poll()).collect();
-        assert!(rest.iter().all(|size| *size == Some(1024)), "{rest:?}");
+        assert_eq!(sizes[0], 5);
+        assert!(sizes[1..].iter().all(|size| *size == 1024), "{sizes:?}");
+        // The rest follows, a burst at a time, then the trailers (a frame of no data).
+        let mut pieces = sizes.len() - 1;
+        let mut pauses = 1;
+        loop {
+            match poll() {
+                Some(1024) => pieces += 1,
+                Some(0) => break,
+                Some(other) => panic!("a chunk of {other} bytes"),
+                None => pauses += 1,
+            }
+            assert!(pauses <= 12, "the body stopped handing chunks");
+        }
+        assert_eq!(
+            pauses,
+            13_usize.div_ceil(BURST_CHUNKS) - 1,
+            "a pause after each burst"
+        );
+        assert_eq!(pieces, 12);
     }
 
     #[tokio::test]
