@@ -49,8 +49,9 @@ const BURST_BYTES: usize = 64 * 1024;
 /// Each chunk waits as a frame (about 300 bytes of bookkeeping) in h2's per-connection slab
 /// until the connection task writes it, and the slab never shrinks. A message joined from many
 /// small shared pieces is many chunks: without this cap the slab held 5 KiB per connection
-/// after a medium connect storm; with it, room for four frames.
-pub(crate) const BURST_CHUNKS: usize = 4;
+/// after a medium connect storm; with it, room for eight frames. A cap of four halved that
+/// again but made the connect storm about a tenth slower (docs/BENCHMARKS.md, session 4).
+pub(crate) const BURST_CHUNKS: usize = 8;
 
 /// What the sender hands to the body.
 pub(crate) type QueueItem = fanout::Outgoing;
