@@ -361,10 +361,11 @@ where
         let (frames, len) = (message.frame_count(), message.len());
         let timeout = self.hub.config().write_timeout;
         let started = Instant::now();
+        let item = Box::new(Ok(message));
         tokio::select! {
             biased;
             () = self.shutdown.cancelled() => return Err(Error::ShuttingDown),
-            sent = tokio::time::timeout(timeout, self.outbound.send(Box::new(Ok(message)))) => match sent {
+            sent = tokio::time::timeout(timeout, self.outbound.send(item)) => match sent {
                 Err(_) => return Err(Error::WriteTimeout(timeout)),
                 Ok(Err(_)) => return Err(Error::AgentGone),
                 Ok(Ok(())) => {}

@@ -1,7 +1,8 @@
 //! [`SnapshotCache`]: the snapshot at one revision, encoded lazily once per (resource, scope) and
 //! shared by every agent resynced from it; [`ReplaceChunks`]: replace frames of bounded size.
 //!
-//! The first agent to need a (resource, scope) encodes it on a blocking thread; agents arriving
+//! The first agent to need a (resource, scope) encodes it: in place when it is small (a node's
+//! pods), else on the blocking pool, at most one encode per core at a time. Agents arriving
 //! meanwhile wait for that same encode instead of starting their own. If the waiting agent goes
 //! away, the next one finishes the job. Chunks hold at most `snapshot_chunk_bytes` of
 //! uncompressed payload (one object larger than that gets a chunk of its own).
