@@ -27,9 +27,9 @@ pub(crate) struct FrameEncoder {
 }
 
 thread_local! {
-    /// One encoder per thread, for [`with_encoder`]: a zstd context holds a few hundred KiB
-    /// and takes tens of microseconds to build, which a connect storm would pay once per
-    /// node-scoped snapshot.
+    /// One encoder per thread, for [`with_encoder`]: building a zstd context allocates and
+    /// clears its tables, which a connect storm would otherwise do once per node-scoped
+    /// snapshot.
     static THREAD_ENCODER: std::cell::Cell<Option<FrameEncoder>> =
         const { std::cell::Cell::new(None) };
 }

@@ -42,7 +42,7 @@ const PREFIX_BYTES: usize = 5;
 /// hyper's 400 KiB send buffer of them wait in h2's per-connection frame slab, which grows to
 /// hold them and never shrinks: about 20 KiB per agent after a connect storm of medium
 /// snapshots. Yielding lets the connection task write what it has first, as a task hop did
-/// when the sender ran in a task of its own. Live deltas are far smaller and never pause.
+/// when the sender ran in a task of its own. Live deltas rarely reach this or `BURST_CHUNKS`.
 const BURST_BYTES: usize = 64 * 1024;
 /// After handing this many chunks to HTTP/2 without a pause, the body yields before the next.
 ///
