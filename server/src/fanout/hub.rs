@@ -8,7 +8,7 @@
 //! once, and it then takes every batch since its cursor.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Instant, SystemTime};
 
 use cattail_proto::Digest;
@@ -20,7 +20,7 @@ use crate::store::{Epoch, Log, Published, Revision, Snapshot};
 
 use super::batch::EncodedBatch;
 use super::digests::Digests;
-use super::encode::FrameEncoder;
+use super::encode;
 use super::snapshot::SnapshotCache;
 use super::topics::{Interest, Topics};
 use super::{FanoutConfig, ResourceInfo, metrics};
@@ -87,8 +87,6 @@ pub(crate) struct Shared {
     /// Who to wake for a batch.
     topics: Topics,
     in_sync: watch::Sender<bool>,
-    /// The writer's encoder; only `publish` uses it.
-    encoder: Mutex<Option<FrameEncoder>>,
     /// Permits for encodes on the blocking pool, one per core: a connect storm must not
     /// start a thread per agent (each costs a stack and, with glibc, can add a malloc arena).
     blocking: Arc<Semaphore>,
@@ -151,9 +149,6 @@ impl Hub {
         let digests = Digests::from_snapshot(&initial, &resources, config.digest_buckets);
         let topics = Topics::new(resources.len(), initial.revision());
         let head = initial.revision();
-        let encoder = FrameEncoder::new(config.zstd_level)
-            .inspect_err(|error| tracing::error!(%error, "no zstd context; will retry"))
-            .ok();
         metrics::describe_metrics();
         let state = HubState {
             log: Log::new(config.log, head),
@@ -172,7 +167,6 @@ impl Hub {
                 head: AtomicU64::new(head.get()),
                 topics,
                 in_sync: watch::Sender::new(false),
-                encoder: Mutex::new(encoder),
                 blocking: Arc::new(Semaphore::new(
                     std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
                 )),
@@ -191,16 +185,10 @@ impl Hub {
     pub fn publish(&self, published: &Published, snapshot: Snapshot) {
         let shared = &*self.shared;
         let previous = shared.read().snapshot.clone();
-        let encoded = {
-            let mut encoder = lock(&shared.encoder);
-            if encoder.is_none() {
-                *encoder = FrameEncoder::new(shared.config.zstd_level).ok();
-            }
-            match encoder.as_mut() {
-                Some(encoder) => EncodedBatch::encode(published, &shared.resources, encoder),
-                None => Err(super::Error::Encode("no zstd context".to_owned())),
-            }
-        };
+        // The writer's thread keeps its zstd context between batches.
+        let encoded = encode::with_encoder(shared.config.zstd_level, |encoder| {
+            EncodedBatch::encode(published, &shared.resources, encoder)
+        });
         let batch = match encoded {
             Ok((batch, stats)) => {
                 shared
@@ -426,10 +414,6 @@ impl Shared {
     fn write(&self) -> RwLockWriteGuard<'_, HubState> {
         self.state.write().unwrap_or_else(PoisonError::into_inner)
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// Keeps one agent counted in `cattail_connected_agents`.
