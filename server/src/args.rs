@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+use crate::grpc::Transport;
+
 /// cattail: watch the Kubernetes API once, fan it out to thousands of node agents.
 #[derive(Parser, Debug)]
 #[command(name = "cattail", version, about, long_about = None)]
@@ -64,6 +66,11 @@ pub struct ServeArgs {
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "CATTAIL_LOG_FORMAT")]
     pub log_format: LogFormat,
+    /// HTTP/2 implementation of the gRPC port: `native` (cattail's own framing, the least
+    /// memory and CPU per agent) or `tonic` (hyper and h2, a fallback for a gRPC stack that
+    /// does not get on with the native one; please report it).
+    #[arg(long, value_enum, default_value_t = Transport::Native, env = "CATTAIL_GRPC_TRANSPORT")]
+    pub grpc_transport: Transport,
 }
 
 /// How logs are written.

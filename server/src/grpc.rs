@@ -7,6 +7,7 @@
 
 mod body;
 mod codec;
+mod http2;
 mod service;
 #[cfg(test)]
 mod tests;
@@ -38,13 +39,36 @@ pub enum Error {
 /// Result alias for this module.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// Which HTTP/2 implementation serves the gRPC port.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Transport {
+    /// cattail's own HTTP/2 framing for its streams (the default): one task, no per-connection
+    /// codec buffers and one vectored write for everything ready, per connection.
+    #[default]
+    Native,
+    /// tonic on hyper and h2: the general-purpose stack, kept as a fallback.
+    Tonic,
+}
+
+impl std::fmt::Display for Transport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Native => "native",
+            Self::Tonic => "tonic",
+        })
+    }
+}
+
 /// Transport settings of the gRPC endpoint.
 ///
 /// HTTP/2 windows here are the server's *receive* windows: agents send a Hello and small Acks,
-/// so they are small. What bounds a slow agent's memory is its own receive window, hyper's send
-/// buffer (400 KiB per stream, not configurable through tonic) and [`GrpcConfig::queue`].
+/// so they are small. What bounds a slow agent's memory is its own receive window, the
+/// transport's send buffer (hyper's 400 KiB per stream under tonic; 256 KiB per connection,
+/// mostly shared pieces, natively) and [`GrpcConfig::queue`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GrpcConfig {
+    /// The HTTP/2 implementation.
+    pub transport: Transport,
     /// Messages queued per agent between its sender and the transport.
     pub queue: usize,
     /// HTTP/2 stream receive window, bytes.
@@ -64,6 +88,7 @@ pub struct GrpcConfig {
 impl Default for GrpcConfig {
     fn default() -> Self {
         Self {
+            transport: Transport::default(),
             queue: 1,
             initial_stream_window_bytes: 256 * 1024,
             initial_connection_window_bytes: 1024 * 1024,
@@ -78,8 +103,24 @@ impl Default for GrpcConfig {
 /// Serves `cattail.v1.Sync` and `grpc.health.v1.Health` on `listener` until `shutdown`.
 ///
 /// # Errors
-/// [`Error::Transport`] if the server fails; agents' problems never end it.
+/// [`Error::Transport`] if the tonic transport fails; agents' problems never end it.
 pub async fn serve(
+    listener: TcpListener,
+    hub: Hub,
+    config: GrpcConfig,
+    shutdown: CancellationToken,
+) -> Result<()> {
+    match config.transport {
+        Transport::Native => {
+            http2::serve(listener, hub, config, shutdown).await;
+            Ok(())
+        }
+        Transport::Tonic => serve_tonic(listener, hub, config, shutdown).await,
+    }
+}
+
+/// The tonic transport.
+async fn serve_tonic(
     listener: TcpListener,
     hub: Hub,
     config: GrpcConfig,

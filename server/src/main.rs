@@ -90,6 +90,7 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
         ..ServeOptions::default()
     };
     options.fanout.server_id = args.server_id.clone();
+    options.grpc.transport = args.grpc_transport;
     let shutdown = CancellationToken::new();
     tokio::spawn(handle_signals(
         signals,

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use cattail_proto::pb::{Encoding, ResumeMode, ServerMessage};
 use cattail_server::fanout::FanoutConfig;
+use cattail_server::grpc::Transport;
 use cattail_server::store::Batch;
 use fanout_support::*;
 use prost::Message;
@@ -18,11 +19,42 @@ use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
+/// Every scenario runs on both transports of the gRPC port.
+macro_rules! on_both_transports {
+    ($($name:ident),* $(,)?) => {
+        mod on_native {
+            use cattail_server::grpc::Transport;
+            $(#[tokio::test]
+            async fn $name() {
+                super::$name(Transport::Native).await;
+            })*
+        }
+        mod on_tonic {
+            use cattail_server::grpc::Transport;
+            $(#[tokio::test]
+            async fn $name() {
+                super::$name(Transport::Tonic).await;
+            })*
+        }
+    };
+}
+
+on_both_transports!(
+    an_agent_gets_a_snapshot_then_deltas,
+    several_agents_receive_identical_bytes_encoded_once,
+    a_node_scoped_agent_sees_only_its_node_and_a_delete_when_a_pod_leaves,
+    an_agent_without_zstd_gets_plain_payloads_of_the_same_content,
+    bad_hellos_get_their_status_while_another_agent_keeps_working,
+    an_idle_stream_gets_heartbeats_at_its_revision,
+    a_new_agent_waits_for_sync_and_is_refused_if_it_never_comes,
+    shutdown_ends_every_stream_with_unavailable,
+    a_stalled_agent_does_not_hold_back_the_others,
+);
+
 const BOTH: &[(&str, bool)] = &[("v1/pods", false), ("v1/namespaces", false)];
 
-#[tokio::test]
-async fn an_agent_gets_a_snapshot_then_deltas() {
-    let mut server = TestServer::start(config()).await;
+async fn an_agent_gets_a_snapshot_then_deltas(transport: Transport) {
+    let mut server = TestServer::start_on(config(), transport).await;
     let first = server.apply(
         &[pod("a", "p1", Some("n1"), 1), pod("a", "p2", Some("n2"), 1)],
         &[namespace("a", 1)],
@@ -59,9 +91,8 @@ async fn an_agent_gets_a_snapshot_then_deltas() {
     );
 }
 
-#[tokio::test]
-async fn several_agents_receive_identical_bytes_encoded_once() {
-    let mut server = TestServer::start(config()).await;
+async fn several_agents_receive_identical_bytes_encoded_once(transport: Transport) {
+    let mut server = TestServer::start_on(config(), transport).await;
     server.apply(&[pod("a", "p1", Some("n1"), 1)], &[namespace("a", 1)]);
     let mut agents = Vec::new();
     for i in 0..5 {
@@ -103,9 +134,10 @@ async fn several_agents_receive_identical_bytes_encoded_once() {
     assert_eq!(after.snapshots_encoded, before.snapshots_encoded);
 }
 
-#[tokio::test]
-async fn a_node_scoped_agent_sees_only_its_node_and_a_delete_when_a_pod_leaves() {
-    let mut server = TestServer::start(config()).await;
+async fn a_node_scoped_agent_sees_only_its_node_and_a_delete_when_a_pod_leaves(
+    transport: Transport,
+) {
+    let mut server = TestServer::start_on(config(), transport).await;
     server.apply(
         &[
             pod("a", "p1", Some("n1"), 1),
@@ -150,9 +182,8 @@ async fn a_node_scoped_agent_sees_only_its_node_and_a_delete_when_a_pod_leaves()
     assert_eq!(agent.state, server.expected(&mine));
 }
 
-#[tokio::test]
-async fn an_agent_without_zstd_gets_plain_payloads_of_the_same_content() {
-    let mut server = TestServer::start(config()).await;
+async fn an_agent_without_zstd_gets_plain_payloads_of_the_same_content(transport: Transport) {
+    let mut server = TestServer::start_on(config(), transport).await;
     let version = |v| -> Vec<_> {
         (0..20)
             .map(|i| pod("a", &format!("p{i}"), Some("n1"), v))
@@ -207,14 +238,13 @@ async fn refused(server: &TestServer, hello: cattail_proto::pb::Hello) -> tonic:
     }
 }
 
-#[tokio::test]
-async fn bad_hellos_get_their_status_while_another_agent_keeps_working() {
+async fn bad_hellos_get_their_status_while_another_agent_keeps_working(transport: Transport) {
     let config = FanoutConfig {
         max_subscriptions: 2,
         max_hello_bytes: 2048,
         ..config()
     };
-    let mut server = TestServer::start(config).await;
+    let mut server = TestServer::start_on(config, transport).await;
     server.apply(&[pod("a", "p1", Some("n1"), 1)], &[]);
     let mut good = TestAgent::connect(&server, hello("n1", BOTH))
         .await
@@ -266,13 +296,12 @@ async fn bad_hellos_get_their_status_while_another_agent_keeps_working() {
     );
 }
 
-#[tokio::test]
-async fn an_idle_stream_gets_heartbeats_at_its_revision() {
+async fn an_idle_stream_gets_heartbeats_at_its_revision(transport: Transport) {
     let config = FanoutConfig {
         heartbeat_interval: Duration::from_millis(100),
         ..config()
     };
-    let mut server = TestServer::start(config).await;
+    let mut server = TestServer::start_on(config, transport).await;
     let head = server.apply(&[pod("a", "p1", Some("n1"), 1)], &[]);
     let mut agent = TestAgent::connect(&server, hello("n1", BOTH))
         .await
@@ -285,13 +314,12 @@ async fn an_idle_stream_gets_heartbeats_at_its_revision() {
     assert_eq!(welcome.limits.unwrap().heartbeat_interval_ms, 100);
 }
 
-#[tokio::test]
-async fn a_new_agent_waits_for_sync_and_is_refused_if_it_never_comes() {
+async fn a_new_agent_waits_for_sync_and_is_refused_if_it_never_comes(transport: Transport) {
     let config = FanoutConfig {
         sync_wait_timeout: Duration::from_millis(300),
         ..config()
     };
-    let mut server = TestServer::start_with(config, false).await;
+    let mut server = TestServer::start_with(config, false, transport).await;
     let status = refused(&server, hello("n1", BOTH)).await;
     assert_eq!(status.code(), Code::Unavailable, "{status:?}");
     assert!(status.message().contains("not yet in sync"), "{status:?}");
@@ -328,9 +356,8 @@ async fn a_new_agent_waits_for_sync_and_is_refused_if_it_never_comes() {
     assert_eq!(check.status, ServingStatus::Serving as i32);
 }
 
-#[tokio::test]
-async fn shutdown_ends_every_stream_with_unavailable() {
-    let mut server = TestServer::start(config()).await;
+async fn shutdown_ends_every_stream_with_unavailable(transport: Transport) {
+    let mut server = TestServer::start_on(config(), transport).await;
     server.apply(&[pod("a", "p1", Some("n1"), 1)], &[]);
     let mut agents = Vec::new();
     for node in ["n1", "n2"] {
@@ -387,13 +414,15 @@ fn bulky_namespace(
     object
 }
 
-#[tokio::test]
-async fn a_stalled_agent_does_not_hold_back_the_others() {
+async fn a_stalled_agent_does_not_hold_back_the_others(transport: Transport) {
     let write_timeout = Duration::from_secs(1);
-    let mut server = TestServer::start(FanoutConfig {
-        write_timeout,
-        ..config()
-    })
+    let mut server = TestServer::start_on(
+        FanoutConfig {
+            write_timeout,
+            ..config()
+        },
+        transport,
+    )
     .await;
     server.apply(&[], &[namespace("a", 1)]);
     // The stalled agent's HTTP/2 stream window is 16 KiB, and it never reads while the server
@@ -423,9 +452,11 @@ async fn a_stalled_agent_does_not_hold_back_the_others() {
     let everything = [(namespaces(), None)];
     assert_eq!(healthy.state, server.expected(&everything));
 
-    // Stalled for longer than the write timeout: when it reads again, it either finds its
-    // sender gave up (UNAVAILABLE, write timeout) or catches up to the same state; never a
-    // wrong state, and the server is unharmed.
+    // Stalled for longer than the write timeout: when it reads again, it finds its sender gave
+    // up, or catches up to the same state; never a wrong state, and the server is unharmed.
+    // Under tonic the sender sees the stall only when the agent reads again and ends the
+    // stream with UNAVAILABLE; the native transport runs the sender while the stream waits,
+    // so the timeout fires on time and the stream, stuck in the middle of a message, is reset.
     tokio::time::sleep(write_timeout * 2).await;
     let outcome = loop {
         match stalled.next().await {
@@ -439,12 +470,21 @@ async fn a_stalled_agent_does_not_hold_back_the_others() {
             Err(status) => break Some(status),
         }
     };
-    match outcome {
-        Some(status) => {
+    match (outcome, transport) {
+        (Some(status), Transport::Tonic) => {
             assert_eq!(status.code(), Code::Unavailable, "{status:?}");
             assert!(status.message().contains("took no message"), "{status:?}");
         }
-        None => assert_eq!(stalled.state, server.expected(&everything)),
+        (Some(status), Transport::Native) => {
+            assert_eq!(status.code(), Code::Cancelled, "{status:?}");
+            assert!(format!("{status:?}").contains("CANCEL"), "{status:?}");
+        }
+        (None, Transport::Tonic) => assert_eq!(stalled.state, server.expected(&everything)),
+        (None, Transport::Native) => panic!("the stalled stream was not reset"),
+    }
+    if transport == Transport::Native {
+        // The stalled agent's sender is gone; only the healthy one is connected.
+        assert_eq!(server.hub.stats().connected_agents, 1);
     }
     let mut late = TestAgent::connect(&server, hello("late", subscriptions))
         .await

@@ -16,7 +16,7 @@ use cattail_proto::pb::{
 };
 use cattail_server::config::Resource;
 use cattail_server::fanout::{FanoutConfig, Hub, ResourceInfo};
-use cattail_server::grpc::{self, GrpcConfig};
+use cattail_server::grpc::{self, GrpcConfig, Transport};
 use cattail_server::store::{Batch, ProjectedObject, Published, Store};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -105,10 +105,19 @@ pub(crate) struct TestServer {
 impl TestServer {
     /// A server in sync with an empty store.
     pub(crate) async fn start(config: FanoutConfig) -> Self {
-        Self::start_with(config, true).await
+        Self::start_with(config, true, Transport::default()).await
     }
 
-    pub(crate) async fn start_with(config: FanoutConfig, in_sync: bool) -> Self {
+    /// A server in sync with an empty store, on `transport`.
+    pub(crate) async fn start_on(config: FanoutConfig, transport: Transport) -> Self {
+        Self::start_with(config, true, transport).await
+    }
+
+    pub(crate) async fn start_with(
+        config: FanoutConfig,
+        in_sync: bool,
+        transport: Transport,
+    ) -> Self {
         let store = Store::new([pods(), namespaces()]);
         let hub = Hub::new(config, store.snapshot(), infos());
         hub.set_in_sync(in_sync);
@@ -118,7 +127,10 @@ impl TestServer {
         let task = tokio::spawn(grpc::serve(
             listener,
             hub.clone(),
-            GrpcConfig::default(),
+            GrpcConfig {
+                transport,
+                ..GrpcConfig::default()
+            },
             shutdown.clone(),
         ));
         Self {

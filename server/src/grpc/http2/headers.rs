@@ -1,0 +1,251 @@
+//! Header blocks: a request's, decoded with HPACK (RFC 7541, through `loona-hpack`), and the
+//! few this server sends, encoded by hand.
+//!
+//! Responses use only the static table and literals without indexing, so this side keeps no
+//! HPACK state and whatever the peer's table size, every block is valid. Decoding keeps the
+//! connection's dynamic table, bounded by the size this server advertises; a block that cannot
+//! be decoded breaks that shared state, and the caller closes the connection.
+
+use bytes::BufMut;
+use loona_hpack::Decoder;
+
+/// The dynamic table size this server allows the peer's encoder (the RFC's default).
+pub(super) const TABLE_SIZE: usize = 4096;
+/// The decoded header list size this server advertises and enforces (RFC 9113 6.5.2).
+pub(super) const MAX_LIST_SIZE: usize = 16 * 1024;
+/// Values of the fields kept from a request are cut at this length.
+const MAX_VALUE_BYTES: usize = 1024;
+/// A `grpc-message` is cut to this many bytes before encoding, so a block fits one frame.
+const MAX_STATUS_MESSAGE_BYTES: usize = 2048;
+
+/// What this server reads of a request's headers.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub(super) struct RequestHead {
+    pub(super) method: String,
+    pub(super) path: String,
+    pub(super) content_type: String,
+    /// `grpc-encoding`, if sent.
+    pub(super) grpc_encoding: Option<String>,
+    /// The decoded list is over [`MAX_LIST_SIZE`].
+    pub(super) too_large: bool,
+}
+
+/// The connection's HPACK decoder.
+pub(super) struct HeaderDecoder {
+    hpack: Decoder<'static>,
+}
+
+impl std::fmt::Debug for HeaderDecoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HeaderDecoder").finish_non_exhaustive()
+    }
+}
+
+impl Default for HeaderDecoder {
+    fn default() -> Self {
+        let mut hpack = Decoder::new();
+        hpack.set_max_allowed_table_size(TABLE_SIZE);
+        Self { hpack }
+    }
+}
+
+impl HeaderDecoder {
+    /// Decodes one whole header block (HEADERS and its CONTINUATIONs, joined).
+    ///
+    /// # Errors
+    /// A block that is not valid HPACK: a connection error (COMPRESSION_ERROR).
+    pub(super) fn decode(&mut self, block: &[u8]) -> Result<RequestHead, String> {
+        let mut head = RequestHead::default();
+        let mut list_size = 0usize;
+        self.hpack
+            .decode_with_cb(block, |name, value| {
+                list_size += name.len() + value.len() + 32;
+                if list_size > MAX_LIST_SIZE {
+                    head.too_large = true;
+                    return;
+                }
+                let slot = match &*name {
+                    b":method" => &mut head.method,
+                    b":path" => &mut head.path,
+                    b"content-type" => &mut head.content_type,
+                    b"grpc-encoding" => head.grpc_encoding.get_or_insert_with(String::new),
+                    _ => return,
+                };
+                let value = &value[..value.len().min(MAX_VALUE_BYTES)];
+                *slot = String::from_utf8_lossy(value).into_owned();
+            })
+            .map_err(|error| format!("a header block that is not valid HPACK: {error:?}"))?;
+        Ok(head)
+    }
+}
+
+/// Writes `:status` (and `content-type: application/grpc` when `grpc`).
+pub(super) fn put_response_head(dst: &mut impl BufMut, status: u16, grpc: bool) {
+    if status == 200 {
+        // Indexed field 8 of the static table: `:status: 200`.
+        dst.put_u8(0x88);
+    } else {
+        // Literal without indexing, name from static entry 8 (`:status`).
+        put_int(dst, 0x00, 4, 8);
+        put_string(dst, status.to_string().as_bytes());
+    }
+    if grpc {
+        // Literal without indexing, name from static entry 31 (`content-type`).
+        put_int(dst, 0x00, 4, 31);
+        put_string(dst, b"application/grpc");
+    }
+}
+
+/// Writes `grpc-status` and, unless empty, `grpc-message` (percent-encoded, cut to a bound).
+pub(super) fn put_grpc_status(dst: &mut impl BufMut, code: i32, message: &str) {
+    put_literal(dst, b"grpc-status", code.to_string().as_bytes());
+    if message.is_empty() {
+        return;
+    }
+    let mut end = message.len().min(MAX_STATUS_MESSAGE_BYTES);
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    put_literal(dst, b"grpc-message", &percent_encode(&message[..end]));
+}
+
+/// The gRPC spec's `grpc-message` encoding: bytes outside printable ASCII, and `%`, as `%XX`.
+fn percent_encode(message: &str) -> Vec<u8> {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    let mut out = Vec::with_capacity(message.len());
+    for &byte in message.as_bytes() {
+        if (0x20..=0x7e).contains(&byte) && byte != b'%' {
+            out.push(byte);
+        } else {
+            out.extend_from_slice(&[
+                b'%',
+                HEX[usize::from(byte >> 4)],
+                HEX[usize::from(byte & 0xf)],
+            ]);
+        }
+    }
+    out
+}
+
+/// A literal field without indexing, with a new name.
+fn put_literal(dst: &mut impl BufMut, name: &[u8], value: &[u8]) {
+    dst.put_u8(0x00);
+    put_string(dst, name);
+    put_string(dst, value);
+}
+
+/// A string literal, not Huffman-coded.
+fn put_string(dst: &mut impl BufMut, value: &[u8]) {
+    put_int(dst, 0x00, 7, value.len());
+    dst.put_slice(value);
+}
+
+/// An HPACK integer with an `prefix`-bit prefix after the `high` bits (RFC 7541 5.1).
+fn put_int(dst: &mut impl BufMut, high: u8, prefix: u8, value: usize) {
+    let max = (1usize << prefix) - 1;
+    if value < max {
+        dst.put_u8(high | value as u8);
+        return;
+    }
+    dst.put_u8(high | max as u8);
+    let mut rest = value - max;
+    while rest >= 128 {
+        dst.put_u8((rest % 128) as u8 | 0x80);
+        rest /= 128;
+    }
+    dst.put_u8(rest as u8);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decode_all(block: &[u8]) -> Vec<(String, String)> {
+        let mut hpack = Decoder::new();
+        hpack
+            .decode(block)
+            .unwrap()
+            .into_iter()
+            .map(|(n, v)| (String::from_utf8(n).unwrap(), String::from_utf8(v).unwrap()))
+            .collect()
+    }
+
+    #[test]
+    fn response_blocks_decode_as_written() {
+        let mut block = Vec::new();
+        put_response_head(&mut block, 200, true);
+        put_grpc_status(&mut block, 14, "server shutting down: 100% gone\n");
+        assert_eq!(
+            decode_all(&block),
+            [
+                (":status".into(), "200".into()),
+                ("content-type".into(), "application/grpc".into()),
+                ("grpc-status".into(), "14".into()),
+                (
+                    "grpc-message".into(),
+                    "server shutting down: 100%25 gone%0A".into()
+                ),
+            ]
+        );
+        let mut block = Vec::new();
+        put_response_head(&mut block, 415, false);
+        assert_eq!(decode_all(&block), [(":status".into(), "415".into())]);
+    }
+
+    #[test]
+    fn long_values_use_multi_byte_integers_and_messages_are_cut_on_a_char_boundary() {
+        let message = "é".repeat(3000);
+        let mut block = Vec::new();
+        put_grpc_status(&mut block, 2, &message);
+        let fields = decode_all(&block);
+        let encoded = &fields[1].1;
+        // "é" is two bytes, each encoded as three: 1,024 whole characters fit in 2,048 bytes.
+        assert_eq!(encoded.len(), 1024 * 6);
+        assert!(encoded.starts_with("%C3%A9"));
+    }
+
+    #[test]
+    fn request_heads_keep_what_the_server_routes_on() {
+        // A block as a client encoder writes it: indexed and literal fields, with indexing.
+        let mut encoder = loona_hpack::Encoder::new();
+        let fields: Vec<(&[u8], &[u8])> = vec![
+            (b":method", b"POST"),
+            (b":scheme", b"http"),
+            (b":path", b"/cattail.v1.Sync/Watch"),
+            (b":authority", b"127.0.0.1:5473"),
+            (b"content-type", b"application/grpc"),
+            (b"te", b"trailers"),
+        ];
+        let block = encoder.encode(fields.clone());
+        let mut decoder = HeaderDecoder::default();
+        let head = decoder.decode(&block).unwrap();
+        assert_eq!(head.method, "POST");
+        assert_eq!(head.path, "/cattail.v1.Sync/Watch");
+        assert_eq!(head.content_type, "application/grpc");
+        assert_eq!(head.grpc_encoding, None);
+        assert!(!head.too_large);
+        // The second block leans on the dynamic table the first one filled.
+        let again = encoder.encode(fields);
+        assert!(again.len() < block.len());
+        assert_eq!(decoder.decode(&again).unwrap(), head);
+    }
+
+    #[test]
+    fn garbage_and_oversized_lists_are_refused() {
+        let mut decoder = HeaderDecoder::default();
+        assert!(
+            decoder
+                .decode(&[0xff, 0xff, 0xff, 0xff, 0xff, 0xff])
+                .is_err()
+        );
+        let mut encoder = loona_hpack::Encoder::new();
+        let big = vec![b'x'; 6000];
+        let block = encoder.encode(vec![
+            (&b"a"[..], &big[..]),
+            (&b"b"[..], &big[..]),
+            (&b"c"[..], &big[..]),
+        ]);
+        let head = HeaderDecoder::default().decode(&block).unwrap();
+        assert!(head.too_large);
+    }
+}

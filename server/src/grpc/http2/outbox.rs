@@ -1,0 +1,250 @@
+//! [`Outbox`]: what a connection has to write, as a queue of byte segments written with
+//! vectored I/O, so that everything ready goes out in one `writev`.
+//!
+//! Frame headers, control frames and small pieces are copied into one scratch buffer; shared
+//! pieces (snapshot chunks, large frames) are queued as the `Bytes` they are, never copied.
+//! Everything queued is bounded by the caller ([`Outbox::len`]). When the outbox empties, a
+//! scratch buffer that grew large (a catch-up of many small pieces) is let go, so an idle
+//! connection keeps only a small one: per-connection memory follows the traffic.
+
+use std::collections::VecDeque;
+use std::io::IoSlice;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::{Buf, Bytes, BytesMut};
+use tokio::io::AsyncWrite;
+
+/// Slices handed to one `writev`.
+const MAX_SLICES: usize = 64;
+/// Scratch space reserved at a time.
+const SCRATCH_STEP: usize = 1024;
+/// An empty outbox lets go of a scratch buffer larger than this.
+const KEEP_SCRATCH_BYTES: usize = 16 * 1024;
+
+/// The bytes a connection has yet to write.
+#[derive(Debug, Default)]
+pub(super) struct Outbox {
+    /// Written in order, before `scratch`.
+    segments: VecDeque<Bytes>,
+    /// Bytes copied since the last segment.
+    scratch: BytesMut,
+    /// Everything not yet written: the segments and the scratch.
+    len: usize,
+}
+
+impl Outbox {
+    /// Bytes not yet written.
+    pub(super) fn len(&self) -> usize {
+        self.len
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Room to copy `additional` bytes, through [`Outbox::copied`] afterwards.
+    pub(super) fn scratch(&mut self, additional: usize) -> &mut BytesMut {
+        if self.scratch.capacity() - self.scratch.len() < additional {
+            self.scratch.reserve(additional.max(SCRATCH_STEP));
+        }
+        &mut self.scratch
+    }
+
+    /// Counts bytes just written into [`Outbox::scratch`].
+    pub(super) fn copied(&mut self, len: usize) {
+        self.len += len;
+    }
+
+    /// Copies `bytes` in.
+    pub(super) fn copy(&mut self, bytes: &[u8]) {
+        self.scratch(bytes.len()).extend_from_slice(bytes);
+        self.len += bytes.len();
+    }
+
+    /// Queues shared bytes, after everything copied so far.
+    pub(super) fn share(&mut self, bytes: Bytes) {
+        if bytes.is_empty() {
+            return;
+        }
+        self.seal_scratch();
+        self.len += bytes.len();
+        self.segments.push_back(bytes);
+    }
+
+    fn seal_scratch(&mut self) {
+        if !self.scratch.is_empty() {
+            self.segments.push_back(self.scratch.split().freeze());
+        }
+    }
+
+    /// Writes as much as `io` takes now. `Ready(Ok(()))` once the outbox is empty.
+    pub(super) fn poll_flush<W: AsyncWrite + Unpin>(
+        &mut self,
+        io: &mut W,
+        cx: &mut Context<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        self.seal_scratch();
+        while !self.segments.is_empty() {
+            let mut slices = [IoSlice::new(&[]); MAX_SLICES];
+            let count = self.segments.len().min(MAX_SLICES);
+            for (slice, segment) in slices.iter_mut().zip(&self.segments) {
+                *slice = IoSlice::new(segment);
+            }
+            let written = match Pin::new(&mut *io).poll_write_vectored(cx, &slices[..count]) {
+                Poll::Ready(Ok(0)) => {
+                    return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()));
+                }
+                Poll::Ready(Ok(written)) => written,
+                Poll::Ready(Err(error)) => return Poll::Ready(Err(error)),
+                Poll::Pending => return Poll::Pending,
+            };
+            self.consume(written);
+        }
+        if self.scratch.capacity() > KEEP_SCRATCH_BYTES {
+            self.scratch = BytesMut::new();
+        }
+        if self.segments.capacity() > MAX_SLICES {
+            self.segments = VecDeque::new();
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    fn consume(&mut self, mut written: usize) {
+        self.len -= written;
+        while written > 0 {
+            let Some(front) = self.segments.front_mut() else {
+                return;
+            };
+            if written < front.len() {
+                front.advance(written);
+                return;
+            }
+            written -= front.len();
+            self.segments.pop_front();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::task::Poll;
+
+    use bytes::BufMut;
+    use futures::task::noop_waker_ref;
+
+    use super::*;
+
+    /// A writer that takes at most `step` bytes per call and records every call.
+    #[derive(Default)]
+    struct Trickle {
+        step: usize,
+        written: Vec<u8>,
+        calls: usize,
+        pending_every: Option<usize>,
+    }
+
+    impl AsyncWrite for Trickle {
+        fn poll_write(
+            self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<std::io::Result<usize>> {
+            self.poll_write_vectored(cx, &[IoSlice::new(buf)])
+        }
+
+        fn poll_write_vectored(
+            mut self: Pin<&mut Self>,
+            _cx: &mut Context<'_>,
+            bufs: &[IoSlice<'_>],
+        ) -> Poll<std::io::Result<usize>> {
+            self.calls += 1;
+            if self.pending_every.is_some_and(|n| self.calls % n == 0) {
+                return Poll::Pending;
+            }
+            let mut budget = self.step;
+            let mut taken = 0;
+            for buf in bufs {
+                let n = buf.len().min(budget);
+                self.written.extend_from_slice(&buf[..n]);
+                budget -= n;
+                taken += n;
+                if budget == 0 {
+                    break;
+                }
+            }
+            Poll::Ready(Ok(taken))
+        }
+
+        fn is_write_vectored(&self) -> bool {
+            true
+        }
+
+        fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    #[test]
+    fn copied_and_shared_bytes_go_out_in_order_across_partial_writes() {
+        let shared = Bytes::from(vec![7u8; 5000]);
+        let mut expected = Vec::new();
+        let mut outbox = Outbox::default();
+        for round in 0..3u8 {
+            outbox.copy(&[round; 10]);
+            expected.extend_from_slice(&[round; 10]);
+            let scratch = outbox.scratch(4);
+            scratch.put_u32(u32::from(round));
+            outbox.copied(4);
+            expected.extend_from_slice(&u32::from(round).to_be_bytes());
+            outbox.share(shared.clone());
+            expected.extend_from_slice(&shared);
+        }
+        assert_eq!(outbox.len(), expected.len());
+        let mut io = Trickle {
+            step: 777,
+            pending_every: Some(4),
+            ..Trickle::default()
+        };
+        let mut cx = Context::from_waker(noop_waker_ref());
+        while outbox.poll_flush(&mut io, &mut cx).is_pending() {}
+        assert_eq!(io.written, expected);
+        assert!(outbox.is_empty());
+    }
+
+    #[test]
+    fn one_call_takes_everything_a_fast_writer_can() {
+        let mut outbox = Outbox::default();
+        for _ in 0..10 {
+            outbox.copy(b"header");
+            outbox.share(Bytes::from_static(&[1; 2048]));
+        }
+        let mut io = Trickle {
+            step: usize::MAX,
+            ..Trickle::default()
+        };
+        let mut cx = Context::from_waker(noop_waker_ref());
+        assert!(outbox.poll_flush(&mut io, &mut cx).is_ready());
+        assert_eq!(io.calls, 1);
+    }
+
+    #[test]
+    fn an_empty_outbox_lets_a_large_scratch_go() {
+        let mut outbox = Outbox::default();
+        outbox.copy(&[0; 100_000]);
+        let mut io = Trickle {
+            step: usize::MAX,
+            ..Trickle::default()
+        };
+        let mut cx = Context::from_waker(noop_waker_ref());
+        assert!(outbox.poll_flush(&mut io, &mut cx).is_ready());
+        assert_eq!(outbox.scratch.capacity(), 0);
+        outbox.copy(b"small");
+        assert!(outbox.poll_flush(&mut io, &mut cx).is_ready());
+        assert!(outbox.scratch.capacity() <= KEEP_SCRATCH_BYTES);
+    }
+}
