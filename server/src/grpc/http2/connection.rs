@@ -104,6 +104,8 @@ pub(super) struct Connection {
     recv_unacked: u32,
     /// Streams may no longer start: a GOAWAY went out (shutdown) or came in.
     no_new_streams: bool,
+    /// The peer acknowledged this server's SETTINGS: its stream window applies from now on.
+    settings_acked: bool,
     timer: Pin<Box<Sleep>>,
     keepalive: Keepalive,
     shutdown: Pin<Box<WaitForCancellationFutureOwned>>,
@@ -181,6 +183,7 @@ impl Connection {
             recv_window,
             recv_unacked: 0,
             no_new_streams: false,
+            settings_acked: false,
             timer: Box::pin(tokio::time::sleep(HANDSHAKE_TIMEOUT)),
             keepalive: Keepalive::Idle,
             shutdown,
@@ -563,7 +566,11 @@ impl Connection {
                 return Ok(());
             }
         };
-        let recv_window = i64::from(self.services.config.initial_stream_window_bytes);
+        // Until the peer has seen this server's SETTINGS it may assume the default window.
+        let mut recv_window = i64::from(self.services.config.initial_stream_window_bytes);
+        if !self.settings_acked {
+            recv_window = recv_window.max(i64::from(frame::DEFAULT_WINDOW));
+        }
         let mut stream = Stream::new(id, self.peer_initial_window, recv_window, call);
         if end_stream {
             stream.on_data(&[], true);
@@ -656,6 +663,7 @@ impl Connection {
                     "a SETTINGS ACK with a payload",
                 ));
             }
+            self.settings_acked = true;
             return Ok(());
         }
         for (id, value) in frame::settings(payload)? {
