@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use cattail_loadtest::scenario::ScenarioName;
+use cattail_loadtest::server::GrpcTransport;
 use clap::{Args, Parser, Subcommand};
 
 /// Load tests, baselines and the demo for cattail.
@@ -52,6 +53,10 @@ pub(crate) struct RunArgs {
     /// Probe agents using the real cattail-client.
     #[arg(long, default_value_t = 2)]
     pub(crate) probes: u32,
+    /// The HTTP/2 implementation of the server under test (`cattail serve --grpc-transport`),
+    /// to compare the two in otherwise equal runs.
+    #[arg(long, value_enum, default_value_t = GrpcTransport::Native, env = "CATTAIL_GRPC_TRANSPORT")]
+    pub(crate) grpc_transport: GrpcTransport,
 }
 
 #[derive(Debug, Args)]

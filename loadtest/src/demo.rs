@@ -46,8 +46,8 @@ async fn run(duration: Duration, agents: u32) -> anyhow::Result<()> {
         &binary,
         env.kubeconfig_path(),
         &dir,
-        grpc,
-        admin,
+        (grpc, admin),
+        server::GrpcTransport::default(),
         Duration::from_secs(120),
     )
     .await?;

@@ -69,6 +69,7 @@ async fn main() -> anyhow::Result<()> {
                 seed_qps: args.seed_qps,
                 direct_agents: args.direct_agents.unwrap_or(scenario.agents.min(500)),
                 probes: args.probes,
+                transport: args.grpc_transport,
             })
             .await?;
             println!("{}", report.markdown(scenario.agents));

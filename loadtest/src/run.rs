@@ -18,7 +18,8 @@ use crate::churn::{self, ChurnLimits};
 use crate::procstat::{self, ProcSample};
 use crate::report::{Report, Usage};
 use crate::scenario::Scenario;
-use crate::server::{self, ServerProcess};
+use crate::server::{self, GrpcTransport, ServerProcess};
+
 use crate::stats::Hist;
 use crate::{direct, plot, seed, tcp};
 
@@ -39,6 +40,8 @@ pub struct RunConfig {
     pub direct_agents: u32,
     /// Probe agents.
     pub probes: u32,
+    /// The server's HTTP/2 implementation.
+    pub transport: GrpcTransport,
 }
 
 /// Agents per child process: each agent holds about two descriptors, under the 20,000 limit.
@@ -97,7 +100,7 @@ pub async fn run(config: RunConfig) -> anyhow::Result<Report> {
         .with_context(|| format!("cannot create {}", config.out.display()))?;
     let out = std::fs::canonicalize(&config.out)?;
     let mut report = Report {
-        scenario: serde_json::json!({"name": config.name, "sizes": s, "duration_s": config.duration.as_secs_f64()}),
+        scenario: serde_json::json!({"name": config.name, "sizes": s, "duration_s": config.duration.as_secs_f64(), "grpc_transport": config.transport.to_string()}),
         cores: std::thread::available_parallelism().map_or(1, usize::from),
         ..Report::default()
     };
@@ -137,8 +140,8 @@ pub async fn run(config: RunConfig) -> anyhow::Result<Report> {
         &binary,
         env.kubeconfig_path(),
         &out,
-        grpc,
-        admin,
+        (grpc, admin),
+        config.transport,
         Duration::from_secs(120),
     )
     .await?;
@@ -248,8 +251,8 @@ pub async fn run(config: RunConfig) -> anyhow::Result<Report> {
         &binary,
         env.kubeconfig_path(),
         &out,
-        grpc,
-        admin,
+        (grpc, admin),
+        config.transport,
         Duration::from_secs(120),
     )
     .await?;

@@ -85,6 +85,25 @@ pub fn free_port() -> anyhow::Result<u16> {
         .port())
 }
 
+/// The HTTP/2 implementation `cattail serve` runs on its gRPC port (`--grpc-transport`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum GrpcTransport {
+    /// cattail's own HTTP/2 framing (the server's default).
+    #[default]
+    Native,
+    /// tonic on hyper and h2.
+    Tonic,
+}
+
+impl std::fmt::Display for GrpcTransport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Native => "native",
+            Self::Tonic => "tonic",
+        })
+    }
+}
+
 /// A running `cattail serve`.
 pub struct ServerProcess {
     child: Child,
@@ -102,8 +121,8 @@ impl ServerProcess {
         binary: &Path,
         kubeconfig: &Path,
         dir: &Path,
-        grpc: SocketAddr,
-        admin: SocketAddr,
+        (grpc, admin): (SocketAddr, SocketAddr),
+        transport: GrpcTransport,
         ready_within: Duration,
     ) -> anyhow::Result<Self> {
         std::fs::create_dir_all(dir)?;
@@ -126,6 +145,8 @@ impl ServerProcess {
             .arg(&config)
             .arg("--shutdown-grace")
             .arg("5s")
+            .arg("--grpc-transport")
+            .arg(transport.to_string())
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -58,6 +58,7 @@ const NODE: &str = "n1";
 static ACK_COUNTING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 async fn grpc_go_agents_sync_ack_and_follow_deltas(transport: Transport) {
+    grpcagent();
     let _serial = ACK_COUNTING.lock().await;
     let acks_before = acks_seen();
     let mut server = TestServer::start_on(config(), transport).await;
@@ -137,6 +138,7 @@ async fn grpc_go_agents_sync_ack_and_follow_deltas(transport: Transport) {
 }
 
 async fn grpc_go_gets_the_status_of_a_refused_hello(transport: Transport) {
+    grpcagent();
     let mut server = TestServer::start_on(config(), transport).await;
     server.apply(&[pod("a", "p1", Some(NODE), 1)], &[]);
     let agent = GoAgent::spawn(&server, &["-node", NODE, "-resource", "v1/secrets"], 0);
@@ -375,6 +377,7 @@ async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
 }
 
 /// The grpcagent binary: `CATTAIL_GRPCAGENT_BIN`, or built once per process (and per change).
+/// Tests call it before they start a server, so a build never runs against a server's timers.
 fn grpcagent() -> &'static Path {
     static BINARY: OnceLock<PathBuf> = OnceLock::new();
     BINARY.get_or_init(|| match std::env::var_os("CATTAIL_GRPCAGENT_BIN") {
