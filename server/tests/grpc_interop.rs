@@ -1,8 +1,8 @@
 //! grpc-go against the gRPC port, on both transports: `testenv/cmd/grpcagent` is an agent built
 //! on grpc-go with no code generated for `cattail.v1`. It checks health, takes a snapshot up to
 //! `Synced`, acks, half-closes its stream and reads deltas; what it reports must match the store
-//! exactly, and the server must see its Ack and its leaving. A refused Hello must reach grpc-go
-//! as its status.
+//! exactly, and the server must see its Ack and its leaving. A refused Hello, and a shutdown,
+//! must reach grpc-go as their statuses.
 //!
 //! The Go program is built once into `target/grpcagent/` and rebuilt only when its sources,
 //! `go.mod` or `go.sum` change (their hash is stamped beside it, as `cattail_testenv` does for
@@ -50,6 +50,7 @@ macro_rules! on_both_transports {
 on_both_transports!(
     grpc_go_agents_sync_ack_and_follow_deltas,
     grpc_go_gets_the_status_of_a_refused_hello,
+    grpc_go_gets_unavailable_when_the_server_shuts_down,
 );
 
 /// The node whose pods the scoped agent subscribes to.
@@ -154,6 +155,29 @@ async fn grpc_go_gets_the_status_of_a_refused_hello(transport: Transport) {
     }
     assert!(output.stdout.is_empty(), "{output:?}");
     server.shutdown.cancel();
+}
+
+async fn grpc_go_gets_unavailable_when_the_server_shuts_down(transport: Transport) {
+    grpcagent();
+    let _serial = ACK_COUNTING.lock().await;
+    let acks_before = acks_seen();
+    let mut server = TestServer::start_on(config(), transport).await;
+    server.apply(&[pod("a", "p1", Some(NODE), 1)], &[]);
+    // It waits for a delta that never comes, on a stream it has half-closed.
+    let mut agent = GoAgent::spawn(&server, &["-node", NODE, "-resource", "v1/pods"], 1);
+    wait_for_acks(acks_before + 1, &mut [&mut agent]).await;
+    server.shutdown.cancel();
+    let output = agent.output().await;
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    for part in [
+        "waiting for 1 delta frames (got 0)",
+        "gRPC status Unavailable: server shutting down",
+    ] {
+        assert!(stderr.contains(part), "no {part:?} in: {stderr}");
+    }
+    let served = tokio::time::timeout(WAIT, server.task).await;
+    assert!(matches!(served, Ok(Ok(Ok(())))), "{served:?}");
 }
 
 /// The size of the one big pod: bigger than any single window or frame on the way.

@@ -252,13 +252,19 @@ func watch(ctx context.Context, conn *grpc.ClientConn, cfg config, r *report) er
 // send sends one message; if the stream has ended, the error is the status it ended with.
 func send(stream grpc.ClientStream, message []byte) error {
 	err := stream.SendMsg(message)
-	if errors.Is(err, io.EOF) {
+	if !errors.Is(err, io.EOF) {
+		return err
+	}
+	// Messages still buffered come first; the status follows them.
+	for {
 		var ignored []byte
-		if err = stream.RecvMsg(&ignored); err == nil {
-			err = errors.New("the stream is closed for sending")
+		if err := stream.RecvMsg(&ignored); err != nil {
+			if errors.Is(err, io.EOF) {
+				return errors.New("the server ended the stream with OK")
+			}
+			return err
 		}
 	}
-	return err
 }
 
 // receive reads one ServerMessage and applies it.

@@ -531,7 +531,7 @@ impl Connection {
             // A stream already finished here.
             return Ok(());
         }
-        if id % 2 == 0 {
+        if id.is_multiple_of(2) {
             return Err(protocol("a client opened an even-numbered stream"));
         }
         self.last_stream = id;

@@ -191,7 +191,7 @@ pub(super) fn put_goaway(dst: &mut impl BufMut, last_stream: u32, reason: Reason
 pub(super) fn settings(
     payload: &[u8],
 ) -> Result<impl Iterator<Item = (u16, u32)> + '_, FrameError> {
-    if payload.len() % 6 != 0 {
+    if !payload.len().is_multiple_of(6) {
         return Err(FrameError::new(
             Reason::FRAME_SIZE_ERROR,
             format!("a SETTINGS payload of {} bytes", payload.len()),
