@@ -14,6 +14,7 @@ mod connection;
 mod frame;
 mod headers;
 mod health;
+mod hpack;
 mod inbound;
 mod outbox;
 mod stream;

@@ -159,7 +159,10 @@ mod tests {
             bufs: &[IoSlice<'_>],
         ) -> Poll<std::io::Result<usize>> {
             self.calls += 1;
-            if self.pending_every.is_some_and(|n| self.calls.is_multiple_of(n)) {
+            if self
+                .pending_every
+                .is_some_and(|n| self.calls.is_multiple_of(n))
+            {
                 return Poll::Pending;
             }
             let mut budget = self.step;
