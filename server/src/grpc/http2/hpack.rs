@@ -78,11 +78,14 @@ const STATIC: [(&str, &str); 61] = [
     ("www-authenticate", ""),
 ];
 
+/// A dynamic table entry: name and value.
+type Entry = (Box<[u8]>, Box<[u8]>);
+
 /// A connection's HPACK decoder.
 #[derive(Debug)]
 pub(super) struct Decoder {
     /// Newest first: index 62 is `table[0]`.
-    table: VecDeque<(Box<[u8]>, Box<[u8]>)>,
+    table: VecDeque<Entry>,
     /// The table's size by RFC 7541's count.
     size: usize,
     /// The table's current limit, as the peer last set it.
@@ -201,7 +204,7 @@ impl Decoder {
             .ok_or_else(|| format!("a field index of {index}, past the table's end"))
     }
 
-    fn insert(&mut self, entry: (Box<[u8]>, Box<[u8]>)) {
+    fn insert(&mut self, entry: Entry) {
         let size = entry.0.len() + entry.1.len() + ENTRY_OVERHEAD;
         if size > self.max_size {
             // An entry larger than the table empties it and is not kept (RFC 7541 4.4).
