@@ -51,6 +51,9 @@ const LINGER: std::time::Duration = std::time::Duration::from_secs(1);
 const MAX_ROUNDS: usize = 16;
 /// The stream limit advertised when the config leaves it unset.
 const DEFAULT_MAX_STREAMS: u32 = 100;
+/// Running streams a peer may reset on one connection; an agent opens one stream, or a few
+/// over a long life (the "rapid reset" pattern opens and resets them by the thousand).
+const MAX_PEER_RESETS: u32 = 1000;
 
 /// Where the connection is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -104,6 +107,8 @@ pub(super) struct Connection {
     recv_unacked: u32,
     /// Streams may no longer start: a GOAWAY went out (shutdown) or came in.
     no_new_streams: bool,
+    /// Running streams the peer reset.
+    peer_resets: u32,
     /// The peer acknowledged this server's SETTINGS: its stream window applies from now on.
     settings_acked: bool,
     timer: Pin<Box<Sleep>>,
@@ -183,6 +188,7 @@ impl Connection {
             recv_window,
             recv_unacked: 0,
             no_new_streams: false,
+            peer_resets: 0,
             settings_acked: false,
             timer: Box::pin(tokio::time::sleep(HANDSHAKE_TIMEOUT)),
             keepalive: Keepalive::Idle,
@@ -648,6 +654,14 @@ impl Connection {
             tracing::debug!(stream = head.stream, reason = %Reason(code), "stream reset by the peer");
             // Dropping the stream drops its sender: the agent went away.
             self.streams.swap_remove(index);
+            self.peer_resets += 1;
+            if self.peer_resets > MAX_PEER_RESETS {
+                // Opening streams only to reset them costs the server a sender each time.
+                return Err(FrameError::new(
+                    Reason::ENHANCE_YOUR_CALM,
+                    format!("more than {MAX_PEER_RESETS} streams reset on one connection"),
+                ));
+            }
         }
         Ok(())
     }

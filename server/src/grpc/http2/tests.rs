@@ -749,3 +749,19 @@ async fn wait_for(condition: impl Fn() -> bool) {
     .await
     .unwrap_or_else(|_| panic!("condition not met within {DEADLINE:?}"));
 }
+
+#[tokio::test]
+async fn a_peer_that_opens_and_resets_streams_by_the_thousand_is_told_to_calm_down() {
+    let server = start(GrpcConfig::default(), 0).await;
+    let mut raw = Raw::handshake(server.addr, &[]).await;
+    let mut out = Vec::new();
+    for i in 0..1001u32 {
+        let stream = 2 * i + 1;
+        out.extend(raw.request(stream, "/cattail.v1.Sync/Watch", 0));
+        frame::put_rst_stream(&mut out, stream, Reason::CANCEL);
+    }
+    raw.send(&out).await;
+    assert_eq!(raw.goaway().await, Reason::ENHANCE_YOUR_CALM);
+    // No sender outlives its stream.
+    wait_for(|| server.hub.stats().connected_agents == 0).await;
+}
