@@ -48,10 +48,28 @@ pub async fn replay(
     schedule: Vec<(Duration, Bytes)>,
     limit: Duration,
 ) -> anyhow::Result<BaselineResult> {
-    replay_admitting(sockets, schedule, limit, connects_in_flight()).await
+    let buffer = socket_buffer(sockets);
+    replay_admitting(sockets, schedule, limit, connects_in_flight(), buffer).await
 }
 
-/// [`replay`], with at most `in_flight` connections connecting or waiting to be accepted.
+/// Replays to more sockets than this get fixed kernel buffers of [`CAPPED_BUFFER_BYTES`].
+const CAPPED_ABOVE_SOCKETS: u32 = 2000;
+/// Send and receive buffer per baseline socket in a large replay (the kernel doubles it).
+///
+/// With the kernel's autotuning a socket may hold up to 4 MiB to send and 32 MiB received
+/// (`net.ipv4.tcp_wmem`, `tcp_rmem`); 5,000 sockets replaying the large scenario's 2.8 MB
+/// snapshot outgrew `net.ipv4.tcp_mem` (2.2 GiB here), and the kernel reset connections
+/// ("TCP: out of memory"), failing the run. 5,000 × 2 × 128 KiB stays near 1.25 GiB.
+/// cattail's own sockets are bounded by each agent's HTTP/2 window instead.
+const CAPPED_BUFFER_BYTES: u32 = 64 * 1024;
+
+/// The fixed kernel buffer size for a replay to `sockets` sockets, if any.
+fn socket_buffer(sockets: u32) -> Option<u32> {
+    (sockets > CAPPED_ABOVE_SOCKETS).then_some(CAPPED_BUFFER_BYTES)
+}
+
+/// [`replay`], with at most `in_flight` connections connecting or waiting to be accepted, and
+/// sockets of `buffer` bytes of kernel buffer each way if set.
 ///
 /// The kernel's accept queue holds `net.core.somaxconn` connections (4,096 here). A client
 /// whose handshake completed while the queue was full is later reset, so 5,000 receivers
@@ -62,6 +80,7 @@ async fn replay_admitting(
     schedule: Vec<(Duration, Bytes)>,
     limit: Duration,
     in_flight: usize,
+    buffer: Option<u32>,
 ) -> anyhow::Result<BaselineResult> {
     let admitted = Arc::new(tokio::sync::Semaphore::new(in_flight.max(1)));
     let accepted = admitted.clone();
@@ -76,7 +95,7 @@ async fn replay_admitting(
             .build();
         let outcome = match runtime {
             Ok(rt) => rt.block_on(async move {
-                let listener = listen()?;
+                let listener = listen(buffer)?;
                 let _ = addr_tx.send(listener.local_addr()?);
                 send(listener, sockets, schedule, &accepted).await
             }),
@@ -97,7 +116,7 @@ async fn replay_admitting(
         let admitted = admitted.clone();
         receivers.spawn(async move {
             admitted.acquire().await?.forget();
-            receive(addr, messages, latency).await
+            receive(addr, messages, latency, buffer).await
         });
     }
     let receiving = async {
@@ -134,8 +153,12 @@ async fn replay_admitting(
 
 /// A loopback listener whose accept queue holds a whole connect storm: with the usual backlog
 /// of 128, most of 1,000 simultaneous connects are dropped and retried after seconds.
-fn listen() -> anyhow::Result<TcpListener> {
+/// Accepted sockets inherit its send buffer size, if `buffer` sets one.
+fn listen(buffer: Option<u32>) -> anyhow::Result<TcpListener> {
     let socket = tokio::net::TcpSocket::new_v4()?;
+    if let Some(bytes) = buffer {
+        socket.set_send_buffer_size(bytes)?;
+    }
     socket.bind(std::net::SocketAddr::from(([127, 0, 0, 1], 0)))?;
     Ok(socket.listen(LISTEN_BACKLOG)?)
 }
@@ -224,8 +247,13 @@ async fn receive(
     addr: std::net::SocketAddr,
     messages: u64,
     latency: Arc<Mutex<Hist>>,
+    buffer: Option<u32>,
 ) -> anyhow::Result<u64> {
-    let mut stream = TcpStream::connect(addr).await?;
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    if let Some(bytes) = buffer {
+        socket.set_recv_buffer_size(bytes)?;
+    }
+    let mut stream = socket.connect(addr).await?;
     let mut header = [0u8; HEADER];
     let mut payload = Vec::new();
     let mut bytes = 0;
@@ -301,7 +329,7 @@ mod tests {
         let schedule = vec![(Duration::ZERO, Bytes::from_static(b"hello"))];
         // Only as many accepts give permits back: without them, 26 receivers would wait
         // for ever and the replay would fail at its limit.
-        let result = replay_admitting(30, schedule, Duration::from_secs(30), 4)
+        let result = replay_admitting(30, schedule, Duration::from_secs(30), 4, None)
             .await
             .unwrap();
         assert_eq!(result.deliveries, 30);
@@ -316,6 +344,25 @@ mod tests {
             .unwrap();
         assert_eq!(result.bytes_per_socket, 3 << 20);
         assert!(result.seconds > 0.0);
+    }
+
+    #[tokio::test]
+    async fn small_fixed_socket_buffers_still_carry_every_byte() {
+        // Large replays get fixed buffers; medium ones keep the kernel's autotuning.
+        assert_eq!(socket_buffer(1_000), None);
+        assert_eq!(socket_buffer(5_000), Some(CAPPED_BUFFER_BYTES));
+        let blob = Bytes::from(vec![3u8; 3 << 20]);
+        let result = replay_admitting(
+            8,
+            vec![(Duration::ZERO, blob)],
+            Duration::from_secs(30),
+            8,
+            Some(4096),
+        )
+        .await
+        .unwrap();
+        assert_eq!(result.bytes_per_socket, 3 << 20);
+        assert_eq!(result.deliveries, 8);
     }
 
     #[test]
