@@ -4,6 +4,7 @@
 
 #![allow(clippy::unwrap_used)] // tests fail loudly on purpose
 
+#[macro_use]
 mod fanout_support;
 
 use std::time::Duration;
@@ -18,26 +19,6 @@ use tonic::Code;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
-
-/// Every scenario runs on both transports of the gRPC port.
-macro_rules! on_both_transports {
-    ($($name:ident),* $(,)?) => {
-        mod on_native {
-            use cattail_server::grpc::Transport;
-            $(#[tokio::test]
-            async fn $name() {
-                super::$name(Transport::Native).await;
-            })*
-        }
-        mod on_tonic {
-            use cattail_server::grpc::Transport;
-            $(#[tokio::test]
-            async fn $name() {
-                super::$name(Transport::Tonic).await;
-            })*
-        }
-    };
-}
 
 on_both_transports!(
     an_agent_gets_a_snapshot_then_deltas,

@@ -10,6 +10,7 @@
 
 #![allow(clippy::unwrap_used)] // tests fail loudly on purpose
 
+#[macro_use]
 mod fanout_support;
 
 use std::fs::{self, File};
@@ -26,26 +27,6 @@ use fanout_support::*;
 use serde::Deserialize;
 use tokio::process::{Child, Command};
 use tokio::time::Instant;
-
-/// Every scenario runs on both transports of the gRPC port.
-macro_rules! on_both_transports {
-    ($($name:ident),* $(,)?) => {
-        mod on_native {
-            use cattail_server::grpc::Transport;
-            $(#[tokio::test]
-            async fn $name() {
-                super::$name(Transport::Native).await;
-            })*
-        }
-        mod on_tonic {
-            use cattail_server::grpc::Transport;
-            $(#[tokio::test]
-            async fn $name() {
-                super::$name(Transport::Tonic).await;
-            })*
-        }
-    };
-}
 
 on_both_transports!(
     grpc_go_agents_sync_ack_and_follow_deltas,

@@ -3,6 +3,28 @@
 
 #![allow(dead_code)] // each test file uses a different part
 
+/// `on_both_transports!(a, b)`: tests `on_native::a`, `on_tonic::a`, ... that run the
+/// scenarios `async fn a(transport: Transport)` on each transport of the gRPC port.
+#[allow(unused_macros)] // fanout_resume runs on the default transport only
+macro_rules! on_both_transports {
+    ($($name:ident),* $(,)?) => {
+        mod on_native {
+            use cattail_server::grpc::Transport;
+            $(#[tokio::test]
+            async fn $name() {
+                super::$name(Transport::Native).await;
+            })*
+        }
+        mod on_tonic {
+            use cattail_server::grpc::Transport;
+            $(#[tokio::test]
+            async fn $name() {
+                super::$name(Transport::Tonic).await;
+            })*
+        }
+    };
+}
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::time::Duration;
