@@ -64,6 +64,14 @@ pub fn server_binary() -> anyhow::Result<PathBuf> {
     build
         .current_dir(workspace)
         .args(["build", "-p", "cattail-server", "--bin", "cattail"]);
+    // `cargo run` and `cargo test` hand this process the variables cargo sets for a crate.
+    // Some build scripts (ring's) track them, so passing them on would rebuild those crates
+    // and everything above them, once here and again at the next plain `cargo build`.
+    for (key, _) in std::env::vars_os() {
+        if key.to_str().is_some_and(is_crate_variable) {
+            build.env_remove(key);
+        }
+    }
     if release {
         build.arg("--release");
     }
@@ -76,6 +84,19 @@ pub fn server_binary() -> anyhow::Result<PathBuf> {
         );
     }
     Ok(candidate)
+}
+
+/// The variables cargo sets for the crate it builds, runs or tests, not configuration.
+fn is_crate_variable(key: &str) -> bool {
+    const PREFIXES: [&str; 3] = ["CARGO_PKG_", "CARGO_MANIFEST_", "CARGO_BIN_EXE_"];
+    const NAMES: [&str; 5] = [
+        "CARGO_CRATE_NAME",
+        "CARGO_BIN_NAME",
+        "CARGO_PRIMARY_PACKAGE",
+        "CARGO_TARGET_TMPDIR",
+        "OUT_DIR",
+    ];
+    PREFIXES.iter().any(|prefix| key.starts_with(prefix)) || NAMES.contains(&key)
 }
 
 /// A free port on 127.0.0.1 (bound, then released).
@@ -281,5 +302,31 @@ mod tests {
         let m = parse_metrics(text);
         assert_eq!(m["cattail_sent_bytes_total"], 15.0);
         assert_eq!(m["cattail_revision"], 7.0);
+    }
+
+    #[test]
+    fn only_the_crate_variables_are_dropped_from_the_nested_build() {
+        for key in [
+            "CARGO_PKG_NAME",
+            "CARGO_PKG_VERSION_PRE",
+            "CARGO_MANIFEST_DIR",
+            "CARGO_MANIFEST_LINKS",
+            "CARGO_CRATE_NAME",
+            "CARGO_BIN_EXE_cattail",
+            "OUT_DIR",
+        ] {
+            assert!(is_crate_variable(key), "{key} should be dropped");
+        }
+        // Configuration the user set for cargo itself passes through.
+        for key in [
+            "CARGO",
+            "CARGO_HOME",
+            "CARGO_TARGET_DIR",
+            "CARGO_BUILD_JOBS",
+            "CARGO_PROFILE_RELEASE_DEBUG",
+            "PATH",
+        ] {
+            assert!(!is_crate_variable(key), "{key} should be kept");
+        }
     }
 }
