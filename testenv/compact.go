@@ -21,13 +21,15 @@ import (
 // The cache only forgets its history when it relists from etcd, and it relists when
 // its own etcd watch fails because the revision it resumes from was compacted.
 // So POST /compact:
-//  1. writes a marker key twice (outside /registry), so that every resource's last
-//     seen revision is strictly older than the head;
-//  2. compacts etcd to the head (physically);
-//  3. cuts kube-apiserver's connections to etcd, as a network blip or an etcd
-//     leader change would. Its etcd client reconnects and resumes each watch,
-//     etcd answers "compacted", each watch cache relists and ends its watchers,
-//     and a client that resumes from an older resourceVersion gets 410 Gone.
+//  1. cuts kube-apiserver's connections to etcd, as a network blip or an etcd
+//     leader change would, and holds its reconnections;
+//  2. writes a marker key twice (outside /registry), so that every resource's last
+//     seen revision is strictly older than the head: with the connections held, no
+//     progress notification can tell kube-apiserver of the new head;
+//  3. compacts etcd to the head (physically), and lets the connections through.
+//     Its etcd client resumes each watch, etcd answers "compacted", each watch
+//     cache relists and ends its watchers, and a client that resumes from an
+//     older resourceVersion gets 410 Gone.
 type control struct {
 	server *http.Server
 	client *clientv3.Client
@@ -67,6 +69,12 @@ func (c *control) compact(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), 30*time.Second)
 	defer cancel()
+	// Cut before writing: a watch progress notification that arrived between the
+	// writes and the cut would move a watch cache's resume point past the
+	// compaction, and it would resume without noticing anything.
+	c.proxy.Hold()
+	defer c.proxy.Release()
+	cut := c.proxy.CutAll()
 	var rev int64
 	for i := 0; i < 2; i++ {
 		resp, err := c.client.Put(ctx, "/cattail-testenv/compaction-marker", time.Now().Format(time.RFC3339Nano))
@@ -80,7 +88,7 @@ func (c *control) compact(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, fmt.Sprintf("compacting to revision %d: %v", rev, err), http.StatusInternalServerError)
 		return
 	}
-	cut := c.proxy.CutAll()
+	c.proxy.Release()
 	w.Header().Set("Content-Type", "application/json")
 	_ = json.NewEncoder(w).Encode(compactResult{Revision: rev, CutConns: cut, Compacted: true})
 }

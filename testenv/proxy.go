@@ -9,12 +9,16 @@ import (
 
 // tcpProxy forwards loopback connections to one target and can cut all of them
 // at once, which is how the control endpoint simulates an etcd connection loss.
+// While it is held, it accepts new connections but forwards nothing until it is
+// released, so the client can learn nothing of what happens upstream meanwhile.
 type tcpProxy struct {
 	listener net.Listener
 	target   string
 
 	mu    sync.Mutex
 	conns map[net.Conn]struct{}
+	// open is closed while connections may be forwarded; a held proxy has a fresh one.
+	open chan struct{}
 }
 
 func startProxy(port int, target string) (*tcpProxy, error) {
@@ -22,7 +26,9 @@ func startProxy(port int, target string) (*tcpProxy, error) {
 	if err != nil {
 		return nil, fmt.Errorf("etcd proxy on 127.0.0.1:%d: %w", port, err)
 	}
-	p := &tcpProxy{listener: l, target: target, conns: map[net.Conn]struct{}{}}
+	open := make(chan struct{})
+	close(open)
+	p := &tcpProxy{listener: l, target: target, conns: map[net.Conn]struct{}{}, open: open}
 	go p.serve()
 	return p, nil
 }
@@ -38,6 +44,10 @@ func (p *tcpProxy) serve() {
 }
 
 func (p *tcpProxy) forward(c net.Conn) {
+	p.mu.Lock()
+	open := p.open
+	p.mu.Unlock()
+	<-open
 	up, err := net.Dial("tcp", p.target)
 	if err != nil {
 		c.Close()
@@ -74,6 +84,28 @@ func (p *tcpProxy) untrack(cs ...net.Conn) {
 	}
 }
 
+// Hold makes new connections wait, unforwarded, until Release.
+func (p *tcpProxy) Hold() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	select {
+	case <-p.open:
+		p.open = make(chan struct{})
+	default: // already held
+	}
+}
+
+// Release forwards the connections that waited, and every new one.
+func (p *tcpProxy) Release() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	select {
+	case <-p.open:
+	default:
+		close(p.open)
+	}
+}
+
 // CutAll closes every open connection; new ones are accepted as before.
 func (p *tcpProxy) CutAll() int {
 	p.mu.Lock()
@@ -88,5 +120,6 @@ func (p *tcpProxy) CutAll() int {
 
 func (p *tcpProxy) Close() {
 	p.listener.Close()
+	p.Release()
 	p.CutAll()
 }
