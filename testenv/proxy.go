@@ -44,16 +44,24 @@ func (p *tcpProxy) serve() {
 }
 
 func (p *tcpProxy) forward(c net.Conn) {
-	p.mu.Lock()
-	open := p.open
-	p.mu.Unlock()
-	<-open
-	up, err := net.Dial("tcp", p.target)
-	if err != nil {
-		c.Close()
-		return
+	var up net.Conn
+	for {
+		p.mu.Lock()
+		open := p.open
+		p.mu.Unlock()
+		<-open
+		var err error
+		up, err = net.Dial("tcp", p.target)
+		if err != nil {
+			c.Close()
+			return
+		}
+		if p.track(c, up) {
+			break
+		}
+		// Held while dialing: this one must not get through either.
+		up.Close()
 	}
-	p.track(c, up)
 	done := make(chan struct{}, 2)
 	pipe := func(dst, src net.Conn) {
 		_, _ = io.Copy(dst, src)
@@ -68,12 +76,19 @@ func (p *tcpProxy) forward(c net.Conn) {
 	p.untrack(c, up)
 }
 
-func (p *tcpProxy) track(cs ...net.Conn) {
+// track registers a forwarded pair, unless the proxy is held.
+func (p *tcpProxy) track(cs ...net.Conn) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	select {
+	case <-p.open:
+	default:
+		return false
+	}
 	for _, c := range cs {
 		p.conns[c] = struct{}{}
 	}
+	return true
 }
 
 func (p *tcpProxy) untrack(cs ...net.Conn) {
