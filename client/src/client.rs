@@ -16,8 +16,9 @@ use crate::connection::endpoints::normalise_endpoint;
 /// How long a TCP and HTTP/2 connect may take unless configured.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// How long the agent waits for the server's first message unless configured.
-pub const DEFAULT_WELCOME_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long the agent waits for the server's first message unless configured: longer than a
+/// server that is not yet in sync holds a new stream (20 s) before it answers `UNAVAILABLE`.
+pub const DEFAULT_WELCOME_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The shortest time between two acks unless configured.
 pub const DEFAULT_ACK_INTERVAL: Duration = Duration::from_millis(250);
@@ -216,5 +217,17 @@ mod tests {
         assert_eq!(client.max_message_bytes, 16 << 20);
         assert!(client.endpoints.is_empty());
         assert!(client.agent_version.starts_with("cattail-client/"));
+    }
+
+    #[test]
+    fn the_welcome_timeout_outlasts_a_server_that_waits_for_sync() {
+        // A replica that is not in sync holds a new stream this long, then answers
+        // UNAVAILABLE: the agent must still be listening to hear why.
+        let server_wait = cattail_server::fanout::FanoutConfig::default().sync_wait_timeout;
+        assert!(
+            Client::default().welcome_timeout >= server_wait + Duration::from_secs(5),
+            "welcome timeout {:?}, server's sync wait {server_wait:?}",
+            Client::default().welcome_timeout
+        );
     }
 }
