@@ -71,7 +71,6 @@ impl HeaderDecoder {
                 *slot = String::from_utf8_lossy(value).into_owned();
             })
             .map_err(|error| format!("a header block that is not valid HPACK: {error}"))?;
-
         Ok(head)
     }
 }

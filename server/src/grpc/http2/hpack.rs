@@ -164,10 +164,7 @@ impl Decoder {
                 };
                 let name = match integer(block, &mut pos, prefix)? {
                     0 => Name::Literal(string(block, &mut pos, &mut self.name_buf)?),
-                    index => {
-                        self.entry(index)?;
-                        Name::Indexed(index)
-                    }
+                    index => Name::Indexed(index),
                 };
                 let value = string(block, &mut pos, &mut self.value_buf)?;
                 let value: &[u8] = match value {
@@ -288,7 +285,8 @@ mod tests {
         Ok(out)
     }
 
-    fn hex(text: &str) -> Vec<u8> {
+    /// Bytes from hex digits, spaces ignored (as the RFC prints its examples).
+    pub(super) fn hex(text: &str) -> Vec<u8> {
         let text: String = text.split_whitespace().collect();
         (0..text.len())
             .step_by(2)

@@ -110,12 +110,8 @@ mod tests {
     use super::*;
 
     fn decoded(hex: &str) -> Result<String, &'static str> {
-        let bytes: Vec<u8> = (0..hex.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap_or_else(|e| panic!("{e}")))
-            .collect();
         let mut out = Vec::new();
-        decode(&bytes, &mut out)?;
+        decode(&super::super::tests::hex(hex), &mut out)?;
         Ok(String::from_utf8_lossy(&out).into_owned())
     }
 
