@@ -37,8 +37,6 @@ use super::GrpcConfig;
 
 /// The path of the one Sync method.
 const WATCH_PATH: &str = "/cattail.v1.Sync/Watch";
-/// Bytes an `AgentMessage` adds around its Hello: a tag and a length.
-const HELLO_ENVELOPE_BYTES: usize = 16;
 /// After a failed accept (out of file descriptors, say), wait this long before the next.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
@@ -86,7 +84,9 @@ pub(super) async fn serve(
     describe_metrics();
     let fanout = hub.config();
     let services = Arc::new(Services {
-        max_inbound_bytes: fanout.max_hello_bytes as usize + HELLO_ENVELOPE_BYTES,
+        // `max_hello_bytes` bounds the whole `AgentMessage`, the size an agent's gRPC stack sees
+        // (PROTOCOL.md section 9), so the limit a refusal quotes is the one `Welcome` announces.
+        max_inbound_bytes: fanout.max_hello_bytes as usize,
         max_message_bytes: fanout.max_message_bytes as usize,
         hub,
         shutdown: shutdown.clone(),

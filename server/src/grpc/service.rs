@@ -32,8 +32,6 @@ use super::codec::AgentMessageDecoder;
 
 /// The path of the one method.
 const WATCH_PATH: &str = "/cattail.v1.Sync/Watch";
-/// Bytes an `AgentMessage` adds around its Hello: a tag and a length.
-const HELLO_ENVELOPE_BYTES: usize = 16;
 /// The header that names a request's message compression.
 const GRPC_ENCODING: &str = "grpc-encoding";
 
@@ -99,7 +97,8 @@ impl SyncService {
         }
         let config = self.hub.config();
         // The agent's only large message is its Hello: nothing bigger is ever buffered.
-        let max_decoding = config.max_hello_bytes as usize + HELLO_ENVELOPE_BYTES;
+        // `max_hello_bytes` bounds the whole `AgentMessage` (PROTOCOL.md section 9).
+        let max_decoding = config.max_hello_bytes as usize;
         let max_message = config.max_message_bytes as usize;
         let peer = request
             .extensions()
