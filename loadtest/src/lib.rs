@@ -25,26 +25,12 @@ pub mod tcp;
 
 use std::path::Path;
 
-use anyhow::Context;
-
-/// A Kubernetes client from a kubeconfig file, or from the environment when none is given.
+/// A Kubernetes client from a kubeconfig file, or from the environment when none is given: the
+/// server's own [`cattail_server::args::kube_config`], with a shorter read timeout for a file.
 pub async fn kube_client(kubeconfig: Option<&Path>) -> anyhow::Result<kube::Client> {
-    let config = match kubeconfig {
-        Some(path) => {
-            let kc = kube::config::Kubeconfig::read_from(path)
-                .with_context(|| format!("reading kubeconfig {}", path.display()))?;
-            let mut config = kube::Config::from_custom_kubeconfig(
-                kc,
-                &kube::config::KubeConfigOptions::default(),
-            )
-            .await
-            .with_context(|| format!("using kubeconfig {}", path.display()))?;
-            config.read_timeout = Some(std::time::Duration::from_secs(60));
-            config
-        }
-        None => kube::Config::infer()
-            .await
-            .context("no --kubeconfig and no usable $KUBECONFIG or in-cluster config")?,
-    };
+    let mut config = cattail_server::args::kube_config(kubeconfig).await?;
+    if kubeconfig.is_some() {
+        config.read_timeout = Some(std::time::Duration::from_secs(60));
+    }
     Ok(kube::Client::try_from(config)?)
 }

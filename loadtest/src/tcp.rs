@@ -278,10 +278,7 @@ async fn receive(
 
 /// CPU seconds of the calling thread.
 fn thread_cpu() -> f64 {
-    std::fs::read_to_string("/proc/thread-self/stat")
-        .ok()
-        .and_then(|s| crate::procstat::parse_stat_cpu(&s))
-        .unwrap_or(0.0)
+    crate::procstat::thread_cpu_seconds()
 }
 
 /// Reads a trace written by a light agent (`deltas.bin`) into a replay schedule.

@@ -2,9 +2,11 @@
 //!
 //! Every flag has a `CATTAIL_*` environment variable. The YAML file (`--config`) holds the
 //! resources and projections; flags hold what differs per deployment (addresses, credentials).
+//! [`kube_config`] turns `--kubeconfig` into a client configuration, for the server and the
+//! load test alike.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -82,11 +84,91 @@ pub enum LogFormat {
     Json,
 }
 
-/// The host name, or "cattail".
+/// The host name (in a pod, the pod's name), or "cattail".
 fn default_server_id() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_owned())
+    hostname::get()
         .ok()
+        .and_then(|h| h.into_string().ok())
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "cattail".to_owned())
+}
+
+/// Why no Kubernetes client configuration could be made.
+#[derive(Debug, thiserror::Error)]
+pub enum KubeConfigError {
+    /// The `--kubeconfig` file could not be read or parsed.
+    #[error("reading --kubeconfig {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why it was refused.
+        source: kube::config::KubeconfigError,
+    },
+    /// The file was read, but its current context cannot be used.
+    #[error("using --kubeconfig {path}: {source}; check its current context and credentials")]
+    Use {
+        /// The file.
+        path: PathBuf,
+        /// Why it was refused.
+        source: kube::config::KubeconfigError,
+    },
+    /// No `--kubeconfig`, and neither the pod nor `$KUBECONFIG` gives a configuration.
+    #[error("no --kubeconfig, no in-cluster config and no usable $KUBECONFIG: {0}")]
+    Infer(#[from] kube::config::InferConfigError),
+}
+
+/// The client configuration of `--kubeconfig`, or without it, kube's inferred one (in-cluster
+/// ServiceAccount, then `$KUBECONFIG` or `~/.kube/config`).
+pub async fn kube_config(kubeconfig: Option<&Path>) -> Result<kube::Config, KubeConfigError> {
+    let Some(path) = kubeconfig else {
+        return Ok(kube::Config::infer().await?);
+    };
+    let file = kube::config::Kubeconfig::read_from(path).map_err(|source| KubeConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    kube::Config::from_custom_kubeconfig(file, &kube::config::KubeConfigOptions::default())
+        .await
+        .map_err(|source| KubeConfigError::Use {
+            path: path.to_owned(),
+            source,
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_server_id_defaults_to_the_kernel_host_name() {
+        let kernel = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+        assert!(!kernel.trim().is_empty(), "this test reads Linux's /proc");
+        assert_eq!(default_server_id(), kernel.trim());
+    }
+
+    #[tokio::test]
+    async fn a_kubeconfig_is_read_and_its_errors_name_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let good = dir.path().join("good");
+        std::fs::write(
+            &good,
+            "apiVersion: v1\nkind: Config\ncurrent-context: c\n\
+             clusters: [{name: k, cluster: {server: 'https://127.0.0.1:6443'}}]\n\
+             users: [{name: u, user: {token: t}}]\n\
+             contexts: [{name: c, context: {cluster: k, user: u}}]\n",
+        )
+        .unwrap();
+        let config = kube_config(Some(&good)).await.unwrap();
+        assert_eq!(config.cluster_url.to_string(), "https://127.0.0.1:6443/");
+
+        let missing = dir.path().join("missing");
+        let error = kube_config(Some(&missing)).await.unwrap_err();
+        assert!(matches!(error, KubeConfigError::Read { .. }), "{error}");
+        assert!(error.to_string().contains("missing"), "{error}");
+
+        let no_context = dir.path().join("no-context");
+        std::fs::write(&no_context, "apiVersion: v1\nkind: Config\n").unwrap();
+        let error = kube_config(Some(&no_context)).await.unwrap_err();
+        assert!(matches!(error, KubeConfigError::Use { .. }), "{error}");
+    }
 }

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use cattail_server::args::{Cli, Command, LogFormat, ServeArgs};
+use cattail_server::args::{Cli, Command, LogFormat, ServeArgs, kube_config};
 use cattail_server::config::ServerConfig;
 use cattail_server::k8s::watch::WatchConfig;
 use cattail_server::serve::{ServeOptions, serve};
@@ -31,6 +31,7 @@ async fn main() -> ExitCode {
 
 /// One line with every cause: what failed, and why. A cause whose text its parent's message
 /// already holds is not repeated.
+// Kept over anyhow's `{:#}`: cattail's error messages embed their source, which `{:#}` repeats.
 fn report(error: &anyhow::Error) -> String {
     let mut text = error.to_string();
     for cause in error.chain().skip(1) {
@@ -74,7 +75,7 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
         signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
     );
     let metrics = cattail_server::admin::install_recorder()?;
-    let client = kube_client(args.kubeconfig.as_deref()).await?;
+    let client = kube::Client::try_from(kube_config(args.kubeconfig.as_deref()).await?)?;
     let grpc = listen(args.listen).with_context(|| format!("binding --listen {}", args.listen))?;
     let admin = TcpListener::bind(args.admin_listen)
         .await
@@ -115,22 +116,6 @@ fn listen(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
     socket.set_reuseaddr(true)?;
     socket.bind(addr)?;
     socket.listen(BACKLOG)
-}
-
-async fn kube_client(kubeconfig: Option<&std::path::Path>) -> anyhow::Result<kube::Client> {
-    let config = match kubeconfig {
-        Some(path) => {
-            let kc = kube::config::Kubeconfig::read_from(path)
-                .with_context(|| format!("reading --kubeconfig {}", path.display()))?;
-            kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
-                .await
-                .with_context(|| format!("using --kubeconfig {}", path.display()))?
-        }
-        None => kube::Config::infer()
-            .await
-            .context("no --kubeconfig, no in-cluster config and no usable $KUBECONFIG")?,
-    };
-    Ok(kube::Client::try_from(config)?)
 }
 
 /// SIGTERM or SIGINT cancels the root token (drain); a second signal, or the grace period

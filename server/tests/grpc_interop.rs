@@ -7,9 +7,10 @@
 //! and by digest, on one server and across servers.
 //!
 //! The Python agent's packages are in `interop/python/requirements.txt` (CI installs them;
-//! `CATTAIL_PYTHON` names an interpreter other than `python3`). The Go program is built once into `target/grpcagent/` and rebuilt only when its sources,
-//! `go.mod` or `go.sum` change (their hash is stamped beside it, as `cattail_testenv` does for
-//! the control plane). `CATTAIL_GRPCAGENT_BIN` names a prebuilt one instead. Go must be on PATH.
+//! `CATTAIL_PYTHON` names an interpreter other than `python3`). The Go program is built once
+//! into `target/grpcagent/` by `cattail_testenv::go_binary`, and rebuilt only when its sources,
+//! `go.mod` or `go.sum` change. `CATTAIL_GRPCAGENT_BIN` names a prebuilt one instead. Go must
+//! be on PATH.
 
 #![allow(clippy::unwrap_used)] // tests fail loudly on purpose
 
@@ -18,7 +19,6 @@ mod fanout_support;
 #[path = "grpc_interop/support.rs"]
 mod support;
 
-use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -373,81 +373,15 @@ fn resuming_args(state_file: &Path) -> Vec<&str> {
     ]
 }
 
-/// The grpcagent binary: `CATTAIL_GRPCAGENT_BIN`, or built once per process (and per change).
-/// Tests call it before they start a server, so a build never runs against a server's timers.
+/// The grpcagent binary: `CATTAIL_GRPCAGENT_BIN`, or built once per process (and per change)
+/// by `cattail_testenv`. Tests call it before they start a server, so a build never runs
+/// against a server's timers.
 pub(crate) fn grpcagent() -> &'static Path {
     static BINARY: OnceLock<PathBuf> = OnceLock::new();
     BINARY.get_or_init(|| match std::env::var_os("CATTAIL_GRPCAGENT_BIN") {
         Some(binary) if !binary.is_empty() => PathBuf::from(binary),
-        _ => build_grpcagent(),
+        _ => cattail_testenv::go_binary("./cmd/grpcagent").unwrap_or_else(|e| {
+            panic!("{e}\n(this test builds testenv/cmd/grpcagent with Go 1.26 or newer)")
+        }),
     })
-}
-
-/// Builds `testenv/cmd/grpcagent` into `target/grpcagent/` unless the stamped build is current.
-/// A file lock makes concurrent test processes wait for one build.
-fn build_grpcagent() -> PathBuf {
-    let module = Path::new(env!("CARGO_MANIFEST_DIR")).join("../testenv");
-    let out_dir = target_dir().join("grpcagent");
-    fs::create_dir_all(&out_dir).unwrap();
-    let binary = out_dir.join("grpcagent");
-    let stamp = out_dir.join("grpcagent.stamp");
-    let lock = File::create(out_dir.join(".build.lock")).unwrap();
-    lock.lock().unwrap();
-
-    let want = source_hash(&module);
-    let have = fs::read_to_string(&stamp).unwrap_or_default();
-    if binary.exists() && have.trim() == want {
-        return binary;
-    }
-    let tmp = out_dir.join("grpcagent.tmp");
-    let output = std::process::Command::new("go")
-        .args(["build", "-trimpath", "-buildvcs=false", "-o"])
-        .arg(&tmp)
-        .arg("./cmd/grpcagent")
-        .current_dir(&module)
-        .output()
-        .unwrap_or_else(|e| {
-            panic!(
-                "cannot run `go` ({e}): this test builds testenv/cmd/grpcagent with Go 1.26 or \
-                 newer; put `go` on PATH (CI has it), or set CATTAIL_GRPCAGENT_BIN to a built one"
-            )
-        });
-    assert!(
-        output.status.success(),
-        "`go build ./cmd/grpcagent` in {} failed:\n{}{}",
-        module.display(),
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    fs::rename(&tmp, &binary).unwrap();
-    fs::write(&stamp, &want).unwrap();
-    binary
-}
-
-/// The cargo target directory: `CARGO_TARGET_DIR`, or the workspace's `target/`.
-fn target_dir() -> PathBuf {
-    match std::env::var_os("CARGO_TARGET_DIR") {
-        Some(dir) if !dir.is_empty() => PathBuf::from(dir),
-        _ => Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"),
-    }
-}
-
-/// A hash of what the build reads that can change here: grpcagent's Go files, go.mod, go.sum.
-fn source_hash(module: &Path) -> String {
-    let sources = module.join("cmd/grpcagent");
-    let mut files: Vec<PathBuf> = fs::read_dir(&sources)
-        .unwrap()
-        .map(|entry| entry.unwrap().path())
-        .filter(|path| path.extension().is_some_and(|e| e == "go"))
-        .collect();
-    files.sort();
-    files.extend([module.join("go.mod"), module.join("go.sum")]);
-    let mut all = Vec::new();
-    for file in &files {
-        let content = fs::read(file).unwrap();
-        all.extend_from_slice(file.file_name().unwrap().as_encoded_bytes());
-        all.extend_from_slice(&(content.len() as u64).to_le_bytes());
-        all.extend_from_slice(&content);
-    }
-    format!("{:032x}", xxhash_rust::xxh3::xxh3_128(&all))
 }

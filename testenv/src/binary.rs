@@ -1,11 +1,12 @@
-//! Building the Go control-plane binary, once, into the cargo target dir.
+//! Building the Go programs of the testenv module, once, into the cargo target dir.
 //!
-//! The binary is rebuilt only when the Go sources (`*.go`, `go.mod`, `go.sum`) change:
-//! their hash is stamped beside it. A file lock makes concurrent test binaries wait
-//! for one build instead of racing. `CATTAIL_TESTENV_BIN` skips all of this.
+//! [`go_binary`] builds one package of the module (the control plane is `.`, the gRPC interop
+//! agent `./cmd/grpcagent`) and rebuilds it only when its Go files, `go.mod` or `go.sum` change:
+//! their hash is stamped beside the binary. A file lock makes concurrent test binaries wait for
+//! one build instead of racing. `CATTAIL_TESTENV_BIN` skips all of this for the control plane.
 
 use std::fs::{self, File};
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 use std::process::Command;
 
 use sha2::{Digest, Sha256};
@@ -46,31 +47,51 @@ pub fn ensure_binary() -> Result<BinaryPaths> {
             module_dir,
         });
     }
-    let out_dir = target_dir().join("testenv");
+    let binary = go_binary(".")?;
+    Ok(BinaryPaths { binary, module_dir })
+}
+
+/// Builds `package` of the testenv Go module (`"."` or a relative path such as
+/// `"./cmd/grpcagent"`) into `target/NAME/NAME`, NAME being the package's last path element
+/// (`testenv` for `"."`), unless the stamped build there is current, and returns its path.
+///
+/// Blocks while another process builds the same package. The Kubernetes version pinned in
+/// go.mod is stamped into the binary.
+pub fn go_binary(package: &str) -> Result<PathBuf> {
+    let module_dir = module_dir();
+    let name = binary_name(package).ok_or_else(|| Error::GoBuild {
+        package: package.to_owned(),
+        dir: module_dir.clone(),
+        output: "not a package of the testenv module: give \".\" or a relative path like \
+                 \"./cmd/grpcagent\""
+            .into(),
+    })?;
+    let out_dir = target_dir().join(name);
     fs::create_dir_all(&out_dir).map_err(|e| Error::io(&out_dir, e))?;
-    let binary = out_dir.join("testenv");
-    let stamp = out_dir.join("testenv.stamp");
+    let binary = out_dir.join(name);
+    let stamp = out_dir.join(format!("{name}.stamp"));
 
     let lock_path = out_dir.join(".build.lock");
     let lock = File::create(&lock_path).map_err(|e| Error::io(&lock_path, e))?;
     lock.lock().map_err(|e| Error::io(&lock_path, e))?;
 
-    let want = source_hash(&module_dir)?;
+    let want = source_hash(&module_dir, &module_dir.join(package))?;
     let have = fs::read_to_string(&stamp).unwrap_or_default();
     if binary.exists() && have.trim() == want {
-        return Ok(BinaryPaths { binary, module_dir });
+        return Ok(binary);
     }
 
     eprintln!(
-        "cattail-testenv: building {} (the first build fetches Kubernetes and takes minutes)",
+        "cattail-testenv: building {package} into {} (a first build downloads Go modules and \
+         takes minutes)",
         binary.display()
     );
-    let tmp = out_dir.join("testenv.tmp");
+    let tmp = out_dir.join(format!("{name}.tmp"));
     let ldflags = version_ldflags(&module_dir)?;
     let output = Command::new("go")
-        .args(["build", "-trimpath", "-ldflags", &ldflags, "-o"])
+        .args(["build", "-trimpath", "-buildvcs=false", "-ldflags", &ldflags, "-o"])
         .arg(&tmp)
-        .arg(".")
+        .arg(package)
         .current_dir(&module_dir)
         .output()
         .map_err(Error::GoMissing)?;
@@ -78,13 +99,28 @@ pub fn ensure_binary() -> Result<BinaryPaths> {
         let mut text = String::from_utf8_lossy(&output.stdout).into_owned();
         text.push_str(&String::from_utf8_lossy(&output.stderr));
         return Err(Error::GoBuild {
+            package: package.to_owned(),
             dir: module_dir,
             output: text,
         });
     }
     fs::rename(&tmp, &binary).map_err(|e| Error::io(&binary, e))?;
     fs::write(&stamp, &want).map_err(|e| Error::io(&stamp, e))?;
-    Ok(BinaryPaths { binary, module_dir })
+    Ok(binary)
+}
+
+/// The binary's name for a package path inside the module, or `None` for a path that leaves
+/// the module (absolute, or with `..`).
+fn binary_name(package: &str) -> Option<&str> {
+    let mut name = "testenv";
+    for component in Path::new(package).components() {
+        match component {
+            Component::CurDir => {}
+            Component::Normal(part) => name = part.to_str()?,
+            Component::ParentDir | Component::RootDir | Component::Prefix(_) => return None,
+        }
+    }
+    Some(name)
 }
 
 /// Linker flags that stamp the Kubernetes version pinned in go.mod into the binary,
@@ -93,6 +129,7 @@ fn version_ldflags(dir: &Path) -> Result<String> {
     let go_mod = dir.join("go.mod");
     let text = fs::read_to_string(&go_mod).map_err(|e| Error::io(&go_mod, e))?;
     let version = kubernetes_version(&text).ok_or_else(|| Error::GoBuild {
+        package: ".".into(),
         dir: dir.to_owned(),
         output: "go.mod does not require k8s.io/kubernetes vX.Y.Z".into(),
     })?;
@@ -130,17 +167,19 @@ fn kubernetes_version(go_mod: &str) -> Option<&str> {
     })
 }
 
-/// Hash of the Go sources that make up the binary, in a stable order.
-fn source_hash(dir: &Path) -> Result<String> {
-    let mut files: Vec<PathBuf> = fs::read_dir(dir)
-        .map_err(|e| Error::io(dir, e))?
+/// Hash of what a build of the package in `package_dir` reads that can change here: the
+/// package's Go files (not its tests), go.mod and go.sum, in a stable order (by file name).
+fn source_hash(module_dir: &Path, package_dir: &Path) -> Result<String> {
+    let mut files: Vec<PathBuf> = fs::read_dir(package_dir)
+        .map_err(|e| Error::io(package_dir, e))?
         .filter_map(|entry| entry.ok().map(|e| e.path()))
         .filter(|p| {
             let name = p.file_name().and_then(|n| n.to_str()).unwrap_or_default();
-            name == "go.mod" || name == "go.sum" || name.ends_with(".go")
+            name.ends_with(".go") && !name.ends_with("_test.go")
         })
         .collect();
-    files.sort();
+    files.extend([module_dir.join("go.mod"), module_dir.join("go.sum")]);
+    files.sort_by(|a, b| a.file_name().cmp(&b.file_name()));
     let mut hasher = Sha256::new();
     for file in &files {
         let content = fs::read(file).map_err(|e| Error::io(file, e))?;
@@ -171,12 +210,32 @@ mod tests {
     #[test]
     fn source_hash_changes_with_content_and_ignores_other_files() {
         let dir = tempfile::tempdir().unwrap();
-        fs::write(dir.path().join("main.go"), "package main").unwrap();
-        fs::write(dir.path().join("go.mod"), "module x").unwrap();
-        let first = source_hash(dir.path()).unwrap();
-        fs::write(dir.path().join("README.md"), "not a source").unwrap();
-        assert_eq!(first, source_hash(dir.path()).unwrap());
-        fs::write(dir.path().join("main.go"), "package main // changed").unwrap();
-        assert_ne!(first, source_hash(dir.path()).unwrap());
+        let module = dir.path();
+        let package = module.join("cmd/agent");
+        fs::create_dir_all(&package).unwrap();
+        fs::write(package.join("main.go"), "package main").unwrap();
+        fs::write(module.join("go.mod"), "module x").unwrap();
+        fs::write(module.join("go.sum"), "").unwrap();
+        let first = source_hash(module, &package).unwrap();
+        fs::write(package.join("README.md"), "not a source").unwrap();
+        fs::write(package.join("main_test.go"), "package main").unwrap();
+        fs::write(module.join("other.go"), "package other").unwrap();
+        assert_eq!(first, source_hash(module, &package).unwrap());
+        fs::write(package.join("main.go"), "package main // changed").unwrap();
+        let second = source_hash(module, &package).unwrap();
+        assert_ne!(first, second);
+        fs::write(module.join("go.sum"), "x v1.0.0 h1:abc").unwrap();
+        assert_ne!(second, source_hash(module, &package).unwrap());
+    }
+
+    #[test]
+    fn packages_outside_the_module_are_refused() {
+        assert_eq!(binary_name("."), Some("testenv"));
+        assert_eq!(binary_name("./cmd/grpcagent"), Some("grpcagent"));
+        assert_eq!(binary_name("cmd/grpcagent/"), Some("grpcagent"));
+        assert_eq!(binary_name("../server"), None);
+        assert_eq!(binary_name("./cmd/../../x"), None);
+        assert_eq!(binary_name("/usr/bin"), None);
+        assert!(matches!(go_binary("../x"), Err(Error::GoBuild { .. })));
     }
 }

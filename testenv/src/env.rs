@@ -304,6 +304,8 @@ fn http_get(path: &'static str) -> http::Request<Vec<u8>> {
     request
 }
 
+/// The admin kubeconfig the control plane wrote, as a client configuration.
+// Not `cattail_server::args::kube_config`: testenv sits below the server and must not depend on it.
 async fn load_config(path: &Path) -> Result<kube::Config> {
     let kubeconfig = Kubeconfig::read_from(path).map_err(|e| Error::Kubeconfig {
         path: path.to_owned(),

@@ -8,13 +8,16 @@ pub enum Error {
     /// The `go` tool is not on PATH, so the control-plane binary cannot be built.
     #[error(
         "the `go` tool was not found on PATH ({0}); install Go (see README.md), or set \
-         CATTAIL_TESTENV_BIN to a prebuilt testenv binary"
+         CATTAIL_TESTENV_BIN (the control plane) or CATTAIL_GRPCAGENT_BIN (the grpc-go agent) \
+         to a prebuilt binary"
     )]
     GoMissing(std::io::Error),
 
     /// `go build` failed; its output is included.
-    #[error("building the testenv binary failed (go build in {dir}):\n{output}")]
+    #[error("go build {package} in {dir} failed:\n{output}")]
     GoBuild {
+        /// The package that was built.
+        package: String,
         /// The Go module directory.
         dir: PathBuf,
         /// What `go build` printed.

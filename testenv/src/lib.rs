@@ -22,7 +22,7 @@ mod env;
 mod error;
 mod process;
 
-pub use binary::{BinaryPaths, ensure_binary};
+pub use binary::{BinaryPaths, ensure_binary, go_binary};
 pub use control::{CompactOutcome, compact};
 pub use env::{Options, ReadyInfo, TestEnv};
 pub use error::{Error, Result};
