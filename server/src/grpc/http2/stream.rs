@@ -15,7 +15,6 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::BufMut;
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TryRecvError;
 use tokio::time::Instant;
@@ -23,7 +22,7 @@ use tonic::Status;
 
 use crate::fanout::{Outgoing, OutgoingMessage};
 
-use super::frame::{self, Reason, flag, kind};
+use super::frame::{self, Frame, Reason, flag};
 use super::headers;
 use super::health::HealthCall;
 use super::inbound::{Mailbox, MessageReader};
@@ -45,6 +44,8 @@ pub(super) enum Call {
     Watch(WatchCall),
     /// `grpc.health.v1.Health/Check` or `Watch`.
     Health(HealthCall),
+    /// Not a gRPC request: this HTTP status, once the request has ended (its body is dropped).
+    HttpError(u16),
 }
 
 /// A Watch call: the agent's messages in, the sender's queue out.
@@ -137,6 +138,7 @@ impl Call {
         match self {
             Self::Watch(call) => call.poll_next(cx),
             Self::Health(call) => call.poll_next(cx),
+            Self::HttpError(_) => Poll::Pending,
         }
     }
 
@@ -145,6 +147,7 @@ impl Call {
         match self {
             Self::Watch(_) => true,
             Self::Health(call) => call.is_watch(),
+            Self::HttpError(_) => false,
         }
     }
 }
@@ -182,14 +185,8 @@ impl Sending {
     /// Queues one DATA frame of at most `limit` bytes; returns its length.
     fn emit(&mut self, outbox: &mut Outbox, stream: u32, limit: usize) -> usize {
         let len = self.remaining.min(limit);
-        frame::put_head(
-            outbox.scratch(frame::HEADER_LEN),
-            len,
-            kind::DATA,
-            0,
-            stream,
-        );
-        outbox.copied(frame::HEADER_LEN);
+        let queued = outbox.len();
+        outbox.frame(Frame::DataHead { stream, len });
         let mut left = len;
         if self.prefix_sent < PREFIX_BYTES {
             let n = (PREFIX_BYTES - self.prefix_sent).min(left);
@@ -213,6 +210,7 @@ impl Sending {
                 self.piece_offset = 0;
             }
         }
+        debug_assert_eq!(outbox.len() - queued, frame::HEADER_LEN + len);
         self.remaining -= len;
         len
     }
@@ -242,6 +240,8 @@ pub(super) struct Stream {
     pub(super) recv_unacked: u32,
     /// The peer ended its side (END_STREAM).
     pub(super) remote_closed: bool,
+    /// Request bytes still to come by the request's `content-length`, if it sent one.
+    body_left: Option<u64>,
     call: Call,
     headers_sent: bool,
     sending: Option<Sending>,
@@ -259,11 +259,32 @@ impl Stream {
             recv_window,
             recv_unacked: 0,
             remote_closed: false,
+            body_left: None,
             call,
             headers_sent: false,
             sending: None,
             blocked_since: None,
             done: false,
+        }
+    }
+
+    /// Holds the request to `content-length` bytes, if it sent one.
+    pub(super) fn expect_body(&mut self, content_length: Option<u64>) {
+        self.body_left = content_length;
+    }
+
+    /// Counts `len` request bytes (`end`: the last); false when they break the request's
+    /// `content-length` (RFC 9113 8.1.1).
+    pub(super) fn count_body(&mut self, len: usize, end: bool) -> bool {
+        let Some(left) = self.body_left else {
+            return true;
+        };
+        match left.checked_sub(len as u64) {
+            Some(left) if !end || left == 0 => {
+                self.body_left = Some(left);
+                true
+            }
+            _ => false,
         }
     }
 
@@ -283,6 +304,7 @@ impl Stream {
                 }
             }
             Call::Health(call) => call.push(data, end),
+            Call::HttpError(_) => {}
         }
         self.remote_closed |= end;
     }
@@ -290,6 +312,13 @@ impl Stream {
     /// Adds what it can to the outbox: response headers, DATA frames within the windows, and
     /// the trailers once the call ends.
     pub(super) fn poll_send(&mut self, cx: &mut Context<'_>, ctx: &mut SendContext<'_>) {
+        if let Call::HttpError(status) = self.call {
+            if self.remote_closed && !self.done {
+                put_http_error(ctx.outbox, self.id, status, true);
+                self.done = true;
+            }
+            return;
+        }
         if !self.headers_sent && self.call.is_streaming() {
             self.put_headers(ctx.outbox);
         }
@@ -348,7 +377,7 @@ impl Stream {
         };
         let finished = match &self.call {
             Call::Watch(call) => call.driver.is_none(),
-            Call::Health(_) => true,
+            Call::Health(_) | Call::HttpError(_) => true,
         };
         finished && (shutting_down || now.duration_since(since) >= write_timeout)
     }
@@ -375,8 +404,10 @@ impl Stream {
         );
         if !self.remote_closed {
             // The response is complete: the peer may stop sending (RFC 9113 8.1).
-            frame::put_rst_stream(outbox.scratch(13), self.id, Reason::NO_ERROR);
-            outbox.copied(13);
+            outbox.frame(Frame::RstStream {
+                stream: self.id,
+                reason: Reason::NO_ERROR,
+            });
         }
         self.headers_sent = true;
         self.done = true;
@@ -385,10 +416,11 @@ impl Stream {
 
 /// Queues a HEADERS frame holding `block` (blocks here are far below any frame size limit).
 pub(super) fn put_header_frame(outbox: &mut Outbox, stream: u32, flags: u8, block: &[u8]) {
-    let scratch = outbox.scratch(frame::HEADER_LEN + block.len());
-    frame::put_head(scratch, block.len(), kind::HEADERS, flags, stream);
-    scratch.put_slice(block);
-    outbox.copied(frame::HEADER_LEN + block.len());
+    outbox.frame(Frame::Headers {
+        stream,
+        flags,
+        block,
+    });
 }
 
 /// Queues a response that is only a status: a refused call.
@@ -398,8 +430,10 @@ pub(super) fn put_refusal(outbox: &mut Outbox, stream: u32, status: &Status, pee
     headers::put_grpc_status(&mut block, status.code() as i32, status.message());
     put_header_frame(outbox, stream, flag::END_HEADERS | flag::END_STREAM, &block);
     if !peer_done {
-        frame::put_rst_stream(outbox.scratch(13), stream, Reason::NO_ERROR);
-        outbox.copied(13);
+        outbox.frame(Frame::RstStream {
+            stream,
+            reason: Reason::NO_ERROR,
+        });
     }
 }
 
@@ -409,7 +443,9 @@ pub(super) fn put_http_error(outbox: &mut Outbox, stream: u32, status: u16, peer
     headers::put_response_head(&mut block, status, false);
     put_header_frame(outbox, stream, flag::END_HEADERS | flag::END_STREAM, &block);
     if !peer_done {
-        frame::put_rst_stream(outbox.scratch(13), stream, Reason::NO_ERROR);
-        outbox.copied(13);
+        outbox.frame(Frame::RstStream {
+            stream,
+            reason: Reason::NO_ERROR,
+        });
     }
 }
