@@ -189,6 +189,7 @@ pub(super) enum Frame<'a> {
     DataHead {
         stream: u32,
         len: usize,
+        end_stream: bool,
     },
 }
 
@@ -248,7 +249,14 @@ impl Frame<'_> {
                 put_head(dst, payload, kind::HEADERS, flags, stream);
                 dst.put_slice(block);
             }
-            Self::DataHead { stream, len } => put_head(dst, len, kind::DATA, 0, stream),
+            Self::DataHead {
+                stream,
+                len,
+                end_stream,
+            } => {
+                let flags = if end_stream { flag::END_STREAM } else { 0 };
+                put_head(dst, len, kind::DATA, flags, stream);
+            }
         }
     }
 }
@@ -397,6 +405,7 @@ mod tests {
         Frame::DataHead {
             stream: 5,
             len: 1234,
+            end_stream: false,
         }
         .write(&mut data);
         assert_eq!(Head::parse(&data).map(|head| head.len), Some(1234));

@@ -72,6 +72,14 @@ pub(super) fn put_response_head(dst: &mut impl BufMut, status: u16, grpc: bool) 
     }
 }
 
+/// Writes `:status` and `content-type: text/plain`: an answer to a request that is not gRPC.
+pub(super) fn put_text_head(dst: &mut impl BufMut, status: u16) {
+    put_response_head(dst, status, false);
+    // Literal without indexing, name from static entry 31 (`content-type`).
+    put_int(dst, 0x00, 4, 31);
+    put_string(dst, b"text/plain; charset=utf-8");
+}
+
 /// Writes `grpc-status` and, unless empty, `grpc-message` (percent-encoded, cut to a bound).
 pub(super) fn put_grpc_status(dst: &mut impl BufMut, code: i32, message: &str) {
     put_literal(dst, b"grpc-status", code.to_string().as_bytes());
@@ -160,6 +168,15 @@ mod tests {
         let mut block = Vec::new();
         put_response_head(&mut block, 415, false);
         assert_eq!(decode_all(&block), [(":status".into(), "415".into())]);
+        let mut block = Vec::new();
+        put_text_head(&mut block, 405);
+        assert_eq!(
+            decode_all(&block),
+            [
+                (":status".into(), "405".into()),
+                ("content-type".into(), "text/plain; charset=utf-8".into()),
+            ]
+        );
     }
 
     #[test]

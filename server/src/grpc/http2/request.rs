@@ -194,7 +194,8 @@ mod tests {
         ("te", "trailers"),
     ];
 
-    /// GOOD with `change` applied: a field replaced (same name), added (`+`), or dropped (`-`).
+    /// GOOD with `change` applied: a field replaced (same name), added last (`+`) or first
+    /// (`^`), or dropped (`-`).
     fn with(change: &[(&str, &str)]) -> Vec<(String, String)> {
         let mut fields: Vec<(String, String)> = GOOD
             .iter()
@@ -203,6 +204,8 @@ mod tests {
         for (name, value) in change {
             if let Some(name) = name.strip_prefix('+') {
                 fields.push((name.to_owned(), (*value).to_owned()));
+            } else if let Some(name) = name.strip_prefix('^') {
+                fields.insert(0, (name.to_owned(), (*value).to_owned()));
             } else if let Some(name) = name.strip_prefix('-') {
                 fields.retain(|(n, _)| n != name);
             } else if let Some(field) = fields.iter_mut().find(|(n, _)| n == name) {
@@ -251,8 +254,8 @@ mod tests {
             (&[("+connection", "keep-alive")], "connection-specific"),
             (&[("+upgrade", "h2c")], "connection-specific"),
             (&[("te", "gzip")], "te header"),
-            (&[("+:status", "200")], ":status"),
-            (&[("+:foo", "bar")], "unknown pseudo-header"),
+            (&[("^:status", "200")], ":status"),
+            (&[("^:foo", "bar")], "unknown pseudo-header"),
             (&[("-:method", "")], "without :method"),
             (&[("-:scheme", "")], "without :scheme"),
             (&[("-:path", "")], "without :path"),

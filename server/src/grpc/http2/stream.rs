@@ -15,6 +15,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TryRecvError;
 use tokio::time::Instant;
@@ -33,6 +34,9 @@ use super::outbox::Outbox;
 const SHARE_AT_BYTES: usize = 1024;
 /// The gRPC length prefix.
 const PREFIX_BYTES: usize = 5;
+/// The body of an answer to a request that is not gRPC (`405`, `415`): for whoever tried.
+const HTTP_ERROR_BODY: &[u8] =
+    b"this port serves gRPC only: POST with content-type application/grpc\n";
 
 /// The sender's future, run by the stream.
 pub(super) type Driver = Pin<Box<dyn Future<Output = ()> + Send>>;
@@ -44,7 +48,8 @@ pub(super) enum Call {
     Watch(WatchCall),
     /// `grpc.health.v1.Health/Check` or `Watch`.
     Health(HealthCall),
-    /// Not a gRPC request: this HTTP status, once the request has ended (its body is dropped).
+    /// Not a gRPC request: this HTTP status and [`HTTP_ERROR_BODY`], once the request has
+    /// ended (its body is dropped).
     HttpError(u16),
 }
 
@@ -164,6 +169,8 @@ struct Sending {
     piece_offset: usize,
     /// Bytes of prefix and pieces still to send.
     remaining: usize,
+    /// The last DATA frame ends the stream (a body that is not gRPC).
+    end_stream: bool,
 }
 
 impl Sending {
@@ -179,14 +186,29 @@ impl Sending {
             piece: 0,
             piece_offset: 0,
             remaining: PREFIX_BYTES + len,
+            end_stream: false,
         }
+    }
+
+    /// A whole response body, without the gRPC prefix; its last frame ends the stream.
+    fn body(body: Bytes) -> Self {
+        let mut sending = Self::new(OutgoingMessage::control(body));
+        sending.prefix_sent = PREFIX_BYTES;
+        sending.remaining -= PREFIX_BYTES;
+        sending.end_stream = true;
+        sending
     }
 
     /// Queues one DATA frame of at most `limit` bytes; returns its length.
     fn emit(&mut self, outbox: &mut Outbox, stream: u32, limit: usize) -> usize {
         let len = self.remaining.min(limit);
         let queued = outbox.len();
-        outbox.frame(Frame::DataHead { stream, len });
+        let end_stream = self.end_stream && len == self.remaining;
+        outbox.frame(Frame::DataHead {
+            stream,
+            len,
+            end_stream,
+        });
         let mut left = len;
         if self.prefix_sent < PREFIX_BYTES {
             let n = (PREFIX_BYTES - self.prefix_sent).min(left);
@@ -313,11 +335,16 @@ impl Stream {
     /// the trailers once the call ends.
     pub(super) fn poll_send(&mut self, cx: &mut Context<'_>, ctx: &mut SendContext<'_>) {
         if let Call::HttpError(status) = self.call {
-            if self.remote_closed && !self.done {
-                put_http_error(ctx.outbox, self.id, status, true);
-                self.done = true;
+            if !self.remote_closed {
+                return;
             }
-            return;
+            if !self.headers_sent {
+                let mut block = Vec::with_capacity(64);
+                headers::put_text_head(&mut block, status);
+                put_header_frame(ctx.outbox, self.id, flag::END_HEADERS, &block);
+                self.headers_sent = true;
+                self.sending = Some(Sending::body(Bytes::from_static(HTTP_ERROR_BODY)));
+            }
         }
         if !self.headers_sent && self.call.is_streaming() {
             self.put_headers(ctx.outbox);
@@ -340,6 +367,7 @@ impl Stream {
                 self.send_window -= sent;
                 *ctx.window -= sent;
                 if sending.remaining == 0 {
+                    self.done = sending.end_stream;
                     self.sending = None;
                 }
                 continue;
@@ -428,19 +456,6 @@ pub(super) fn put_refusal(outbox: &mut Outbox, stream: u32, status: &Status, pee
     let mut block = Vec::with_capacity(64);
     headers::put_response_head(&mut block, 200, true);
     headers::put_grpc_status(&mut block, status.code() as i32, status.message());
-    put_header_frame(outbox, stream, flag::END_HEADERS | flag::END_STREAM, &block);
-    if !peer_done {
-        outbox.frame(Frame::RstStream {
-            stream,
-            reason: Reason::NO_ERROR,
-        });
-    }
-}
-
-/// Queues an HTTP error response with no body (`405`, `415`): not a gRPC request.
-pub(super) fn put_http_error(outbox: &mut Outbox, stream: u32, status: u16, peer_done: bool) {
-    let mut block = Vec::with_capacity(8);
-    headers::put_response_head(&mut block, status, false);
     put_header_frame(outbox, stream, flag::END_HEADERS | flag::END_STREAM, &block);
     if !peer_done {
         outbox.frame(Frame::RstStream {
