@@ -10,6 +10,7 @@
 //! shutdown behaviour as the tonic transport, which stays selectable (`--grpc-transport`).
 //! The subset of HTTP/2 it speaks is in docs/PROTOCOL.md section 2.
 
+mod closed;
 mod connection;
 mod frame;
 mod headers;
@@ -17,6 +18,7 @@ mod health;
 mod hpack;
 mod inbound;
 mod outbox;
+mod request;
 mod stream;
 #[cfg(test)]
 mod tests;

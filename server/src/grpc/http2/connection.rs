@@ -25,11 +25,13 @@ use tracing::Instrument;
 use crate::fanout::AgentSender;
 
 use super::Services;
-use super::frame::{self, FrameError, Head, Reason, flag, kind, setting};
+use super::closed::{Closed, ClosedStreams};
+use super::frame::{self, Frame, FrameError, Head, Reason, flag, kind, setting};
 use super::headers::{self, HeaderDecoder};
 use super::health::HealthCall;
 use super::inbound::{Mailbox, MessageReader};
 use super::outbox::Outbox;
+use super::request::RequestHead;
 use super::stream::{self, Call, SendContext, Stream, WatchCall};
 
 /// Streams stop adding DATA once this much waits to be written.
@@ -43,6 +45,10 @@ const READ_BYTES: usize = 1024;
 const KEEP_READ_BYTES: usize = 4096;
 /// The longest header block (HEADERS and CONTINUATIONs) read.
 const MAX_HEADER_BLOCK_BYTES: usize = headers::MAX_LIST_SIZE;
+/// CONTINUATION frames allowed in one header block. A block is at most
+/// [`MAX_HEADER_BLOCK_BYTES`], which takes two frames of the 16 KiB every peer may send; empty
+/// CONTINUATIONs add no bytes, so only a count stops a peer that sends them without end.
+const MAX_CONTINUATIONS: u32 = 16;
 /// How long a new connection has to send its preface and SETTINGS.
 const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 /// How long a closing connection may take to write its last frames and see the peer close.
@@ -82,7 +88,20 @@ enum Keepalive {
 struct PartialHeaders {
     stream: u32,
     end_stream: bool,
+    /// The HEADERS frame made the stream depend on itself (RFC 9113 5.3.1).
+    self_dependent: bool,
+    /// CONTINUATION frames read so far.
+    continuations: u32,
     block: Vec<u8>,
+}
+
+/// What the frame that starts a header block said.
+#[derive(Debug, Clone, Copy)]
+struct Header {
+    id: u32,
+    end_stream: bool,
+    /// The stream was made to depend on itself (RFC 9113 5.3.1).
+    self_dependent: bool,
 }
 
 /// One HTTP/2 connection.
@@ -95,6 +114,8 @@ pub(super) struct Connection {
     outbox: Outbox,
     hpack: HeaderDecoder,
     streams: Vec<Stream>,
+    /// How the newest streams that are no longer in `streams` ended.
+    closed: ClosedStreams,
     continuation: Option<PartialHeaders>,
     /// The highest stream the peer opened.
     last_stream: u32,
@@ -149,18 +170,15 @@ impl Connection {
         let config = &services.config;
         let mut outbox = Outbox::default();
         let max_streams = config.max_concurrent_streams.unwrap_or(DEFAULT_MAX_STREAMS);
-        frame::put_settings(
-            outbox.scratch(64),
-            &[
-                (setting::MAX_CONCURRENT_STREAMS, max_streams),
-                (
-                    setting::INITIAL_WINDOW_SIZE,
-                    config.initial_stream_window_bytes,
-                ),
-                (setting::MAX_HEADER_LIST_SIZE, headers::MAX_LIST_SIZE as u32),
-            ],
-        );
-        outbox.copied(frame::HEADER_LEN + 18);
+        outbox.frame(Frame::Settings(&[
+            (setting::MAX_CONCURRENT_STREAMS, max_streams),
+            (
+                setting::INITIAL_WINDOW_SIZE,
+                config.initial_stream_window_bytes,
+            ),
+            (setting::MAX_HEADER_LIST_SIZE, headers::MAX_LIST_SIZE as u32),
+        ]));
+
         let recv_window = i64::from(
             config
                 .initial_connection_window_bytes
@@ -168,8 +186,10 @@ impl Connection {
         );
         if recv_window > i64::from(frame::DEFAULT_WINDOW) {
             let increment = (recv_window - i64::from(frame::DEFAULT_WINDOW)) as u32;
-            frame::put_window_update(outbox.scratch(13), 0, increment);
-            outbox.copied(13);
+            outbox.frame(Frame::WindowUpdate {
+                stream: 0,
+                increment,
+            });
         }
         let shutdown = Box::pin(services.shutdown.clone().cancelled_owned());
         Self {
@@ -180,6 +200,7 @@ impl Connection {
             outbox,
             hpack: HeaderDecoder::default(),
             streams: Vec::new(),
+            closed: ClosedStreams::default(),
             continuation: None,
             last_stream: 0,
             peer_max_frame: frame::DEFAULT_MAX_FRAME_SIZE as usize,
@@ -388,15 +409,7 @@ impl Connection {
             kind::DATA => self.on_data(head, payload),
             kind::HEADERS => self.on_headers(head, payload),
             kind::CONTINUATION => self.on_continuation(head, payload),
-            kind::PRIORITY => {
-                if head.stream == 0 || payload.len() != 5 {
-                    return Err(FrameError::new(
-                        Reason::FRAME_SIZE_ERROR,
-                        "a malformed PRIORITY frame",
-                    ));
-                }
-                Ok(())
-            }
+            kind::PRIORITY => self.on_priority(head, payload),
             kind::RST_STREAM => self.on_rst_stream(head, payload),
             kind::SETTINGS => self.on_settings(head, payload),
             kind::PUSH_PROMISE => Err(protocol("clients may not send PUSH_PROMISE")),
@@ -433,8 +446,7 @@ impl Connection {
         self.credit_connection(head.len);
         let data = frame::unpad(head, payload)?;
         let Some(index) = self.stream_index(head.stream) else {
-            // A stream this server already finished: the peer had not seen that yet.
-            return Ok(());
+            return self.on_closed_stream(head.stream, "DATA");
         };
         let stream = &mut self.streams[index];
         if stream.remote_closed {
@@ -446,6 +458,11 @@ impl Connection {
             self.reset(index, Reason::FLOW_CONTROL_ERROR);
             return Ok(());
         }
+        if !stream.count_body(data.len(), head.has(flag::END_STREAM)) {
+            // RFC 9113 8.1.1: DATA that does not add up to the content-length.
+            self.reset(index, Reason::PROTOCOL_ERROR);
+            return Ok(());
+        }
         stream.on_data(data, head.has(flag::END_STREAM));
         // Everything read is decoded at once: give the credit back as it is used.
         stream.recv_unacked += head.len;
@@ -453,8 +470,10 @@ impl Connection {
         if !stream.remote_closed && stream.recv_unacked >= window / 2 {
             let increment = std::mem::take(&mut stream.recv_unacked);
             stream.recv_window += i64::from(increment);
-            frame::put_window_update(self.outbox.scratch(13), stream.id, increment);
-            self.outbox.copied(13);
+            self.outbox.frame(Frame::WindowUpdate {
+                stream: stream.id,
+                increment,
+            });
         }
         Ok(())
     }
@@ -470,8 +489,10 @@ impl Connection {
         if self.recv_unacked >= window / 2 {
             let increment = std::mem::take(&mut self.recv_unacked);
             self.recv_window += i64::from(increment);
-            frame::put_window_update(self.outbox.scratch(13), 0, increment);
-            self.outbox.copied(13);
+            self.outbox.frame(Frame::WindowUpdate {
+                stream: 0,
+                increment,
+            });
         }
     }
 
@@ -480,13 +501,19 @@ impl Connection {
             return Err(protocol("HEADERS on stream 0"));
         }
         let block = frame::unpad(head, payload)?;
-        let end_stream = head.has(flag::END_STREAM);
+        let header = Header {
+            id: head.stream,
+            end_stream: head.has(flag::END_STREAM),
+            self_dependent: frame::headers_dependency(head, payload) == Some(head.stream),
+        };
         if head.has(flag::END_HEADERS) {
-            return self.on_header_block(head.stream, end_stream, block);
+            return self.on_header_block(header, block);
         }
         self.continuation = Some(PartialHeaders {
-            stream: head.stream,
-            end_stream,
+            stream: header.id,
+            end_stream: header.end_stream,
+            self_dependent: header.self_dependent,
+            continuations: 0,
             block: block.to_vec(),
         });
         Ok(())
@@ -502,6 +529,13 @@ impl Connection {
                 format!("a header block over {MAX_HEADER_BLOCK_BYTES} bytes"),
             ));
         }
+        partial.continuations += 1;
+        if partial.continuations > MAX_CONTINUATIONS {
+            return Err(FrameError::new(
+                Reason::ENHANCE_YOUR_CALM,
+                format!("more than {MAX_CONTINUATIONS} CONTINUATION frames in one header block"),
+            ));
+        }
         partial.block.extend_from_slice(payload);
         if !head.has(flag::END_HEADERS) {
             return Ok(());
@@ -509,16 +543,21 @@ impl Connection {
         let Some(partial) = self.continuation.take() else {
             return Ok(());
         };
-        self.on_header_block(partial.stream, partial.end_stream, &partial.block)
+        let header = Header {
+            id: partial.stream,
+            end_stream: partial.end_stream,
+            self_dependent: partial.self_dependent,
+        };
+        self.on_header_block(header, &partial.block)
     }
 
     /// A whole header block: a new call, or trailers from the peer.
-    fn on_header_block(
-        &mut self,
-        id: u32,
-        end_stream: bool,
-        block: &[u8],
-    ) -> Result<(), FrameError> {
+    fn on_header_block(&mut self, header: Header, block: &[u8]) -> Result<(), FrameError> {
+        let Header {
+            id,
+            end_stream,
+            self_dependent,
+        } = header;
         // Decoded first, whatever happens to the stream: the HPACK table is the connection's.
         let request = self
             .hpack
@@ -526,50 +565,61 @@ impl Connection {
             .map_err(|message| FrameError::new(Reason::COMPRESSION_ERROR, message))?;
         if let Some(index) = self.stream_index(id) {
             // Trailers: gRPC clients send none, but they end the request like END_STREAM.
-            if !end_stream {
+            let stream = &self.streams[index];
+            if stream.remote_closed {
+                self.reset(index, Reason::STREAM_CLOSED);
+            } else if !end_stream || self_dependent || request.trailers_error().is_some() {
                 self.reset(index, Reason::PROTOCOL_ERROR);
             } else {
-                self.streams[index].on_data(&[], true);
+                self.deliver(index, &[], true);
             }
             return Ok(());
         }
         if id <= self.last_stream {
-            // A stream already finished here.
-            return Ok(());
+            return self.on_closed_stream(id, "HEADERS");
         }
         if id.is_multiple_of(2) {
             return Err(protocol("a client opened an even-numbered stream"));
         }
         self.last_stream = id;
-        if self.no_new_streams {
-            frame::put_rst_stream(self.outbox.scratch(13), id, Reason::REFUSED_STREAM);
-            self.outbox.copied(13);
-            return Ok(());
-        }
         let max_streams = self
             .services
             .config
             .max_concurrent_streams
             .unwrap_or(DEFAULT_MAX_STREAMS);
-        if self.streams.len() >= max_streams as usize {
-            frame::put_rst_stream(self.outbox.scratch(13), id, Reason::REFUSED_STREAM);
-            self.outbox.copied(13);
+        if self.no_new_streams || self.streams.len() >= max_streams as usize {
+            self.refuse(id, Reason::REFUSED_STREAM);
             return Ok(());
         }
-        if request.method != "POST" {
-            stream::put_http_error(&mut self.outbox, id, 405, end_stream);
+        if let Some(rule) = request.request_error() {
+            // Malformed (RFC 9113 8.1.1): a stream error.
+            tracing::debug!(stream = id, rule, "refusing a malformed request");
+            self.refuse(id, Reason::PROTOCOL_ERROR);
             return Ok(());
         }
-        if !request.content_type.starts_with("application/grpc") {
-            stream::put_http_error(&mut self.outbox, id, 415, end_stream);
+        if self_dependent {
+            self.refuse(id, Reason::PROTOCOL_ERROR);
             return Ok(());
         }
-        let call = match self.route(&request) {
-            Ok(call) => call,
-            Err(status) => {
-                super::refused(&status);
-                stream::put_refusal(&mut self.outbox, id, &status, end_stream);
-                return Ok(());
+        let call = if request.method != "POST" {
+            // Answered once the request ends, so the stream's frames are checked until then.
+            Call::HttpError(405)
+        } else if !request.content_type.starts_with("application/grpc") {
+            Call::HttpError(415)
+        } else {
+            match self.route(&request) {
+                Ok(call) => call,
+                Err(status) => {
+                    super::refused(&status);
+                    stream::put_refusal(&mut self.outbox, id, &status, end_stream);
+                    let how = if end_stream {
+                        Closed::ByPeer
+                    } else {
+                        Closed::Reset
+                    };
+                    self.closed.close(id, how);
+                    return Ok(());
+                }
             }
         };
         // Until the peer has seen this server's SETTINGS it may assume the default window.
@@ -578,15 +628,76 @@ impl Connection {
             recv_window = recv_window.max(i64::from(frame::DEFAULT_WINDOW));
         }
         let mut stream = Stream::new(id, self.peer_initial_window, recv_window, call);
-        if end_stream {
-            stream.on_data(&[], true);
-        }
+        stream.expect_body(request.content_length);
         self.streams.push(stream);
+        if end_stream {
+            self.deliver(self.streams.len() - 1, &[], true);
+        }
+        Ok(())
+    }
+
+    /// Hands request bytes to a stream, or resets it when they break its content-length.
+    fn deliver(&mut self, index: usize, data: &[u8], end: bool) {
+        let stream = &mut self.streams[index];
+        if stream.count_body(data.len(), end) {
+            stream.on_data(data, end);
+        } else {
+            self.reset(index, Reason::PROTOCOL_ERROR);
+        }
+    }
+
+    /// DATA or HEADERS on a stream that is no longer open (RFC 9113 5.1).
+    fn on_closed_stream(&mut self, id: u32, what: &str) -> Result<(), FrameError> {
+        match self.closed.get(id) {
+            // Sent before the peer saw this server's RST_STREAM.
+            Some(Closed::Reset) => Ok(()),
+            Some(Closed::ByPeer) => Err(FrameError::new(
+                Reason::STREAM_CLOSED,
+                format!("{what} on stream {id}, which the peer had ended or reset"),
+            )),
+            // A new stream must have a higher id than every earlier one (5.1.1).
+            None if what == "HEADERS" => Err(protocol(
+                "HEADERS on a stream id not above every earlier stream's",
+            )),
+            // A stream closed long ago.
+            None => {
+                self.refuse(id, Reason::STREAM_CLOSED);
+                Ok(())
+            }
+        }
+    }
+
+    /// A stream error on a stream that is not open: RST_STREAM, and its frames are ignored.
+    fn refuse(&mut self, id: u32, reason: Reason) {
+        metrics::counter!(super::STREAM_RESETS, "reason" => reason.name()).increment(1);
+        self.outbox.frame(Frame::RstStream { stream: id, reason });
+        self.closed.close(id, Closed::Reset);
+    }
+
+    fn on_priority(&mut self, head: Head, payload: &[u8]) -> Result<(), FrameError> {
+        if head.stream == 0 {
+            return Err(protocol("PRIORITY on stream 0"));
+        }
+        let Ok(fields) = <[u8; 5]>::try_from(payload) else {
+            return Err(FrameError::new(
+                Reason::FRAME_SIZE_ERROR,
+                format!("a PRIORITY frame of {} bytes, not 5", payload.len()),
+            ));
+        };
+        let dependency =
+            u32::from_be_bytes([fields[0], fields[1], fields[2], fields[3]]) & 0x7fff_ffff;
+        if dependency == head.stream {
+            // RFC 9113 5.3.1: a stream error.
+            match self.stream_index(head.stream) {
+                Some(index) => self.reset(index, Reason::PROTOCOL_ERROR),
+                None => self.refuse(head.stream, Reason::PROTOCOL_ERROR),
+            }
+        }
         Ok(())
     }
 
     /// The call a request asks for, or the status that refuses it.
-    fn route(&self, request: &headers::RequestHead) -> Result<Call, Status> {
+    fn route(&self, request: &RequestHead) -> Result<Call, Status> {
         if request.too_large {
             return Err(Status::resource_exhausted(format!(
                 "request headers over {} bytes",
@@ -654,6 +765,7 @@ impl Connection {
             tracing::debug!(stream = head.stream, reason = %Reason(code), "stream reset by the peer");
             // Dropping the stream drops its sender: the agent went away.
             self.streams.swap_remove(index);
+            self.closed.close(head.stream, Closed::ByPeer);
             self.peer_resets += 1;
             if self.peer_resets > MAX_PEER_RESETS {
                 // Opening streams only to reset them costs the server a sender each time.
@@ -717,14 +829,7 @@ impl Connection {
                 _ => {}
             }
         }
-        frame::put_head(
-            self.outbox.scratch(frame::HEADER_LEN),
-            0,
-            kind::SETTINGS,
-            flag::ACK,
-            0,
-        );
-        self.outbox.copied(frame::HEADER_LEN);
+        self.outbox.frame(Frame::SettingsAck);
         Ok(())
     }
 
@@ -741,8 +846,7 @@ impl Connection {
             }
             return Ok(());
         }
-        frame::put_ping(self.outbox.scratch(17), true, payload);
-        self.outbox.copied(17);
+        self.outbox.frame(Frame::Ping { ack: true, payload });
         Ok(())
     }
 
@@ -801,6 +905,13 @@ impl Connection {
                 },
             );
             if stream.done {
+                // A stream whose peer had not ended it was reset with NO_ERROR.
+                let how = if stream.remote_closed {
+                    Closed::ByPeer
+                } else {
+                    Closed::Reset
+                };
+                self.closed.close(stream.id, how);
                 self.streams.swap_remove(index);
             } else if stream.is_stuck(now, write_timeout, self.shutting_down) {
                 tracing::debug!(
@@ -837,8 +948,10 @@ impl Connection {
         };
         match self.keepalive {
             Keepalive::Idle if self.services.config.http2_keepalive_interval.is_some() => {
-                frame::put_ping(self.outbox.scratch(17), false, *b"cattail\0");
-                self.outbox.copied(17);
+                self.outbox.frame(Frame::Ping {
+                    ack: false,
+                    payload: *b"cattail\0",
+                });
                 self.keepalive = Keepalive::Waiting;
                 self.timer.as_mut().reset(Instant::now() + timeout);
                 Poll::Ready(true)
@@ -876,14 +989,11 @@ impl Connection {
             return;
         }
         if self.phase == Phase::Open {
-            frame::put_goaway(
-                self.outbox.scratch(64),
-                self.last_stream,
-                Reason::NO_ERROR,
-                "server shutting down",
-            );
-            self.outbox
-                .copied(frame::HEADER_LEN + 8 + "server shutting down".len());
+            self.outbox.frame(Frame::GoAway {
+                last_stream: self.last_stream,
+                reason: Reason::NO_ERROR,
+                debug: "server shutting down",
+            });
         }
     }
 
@@ -892,14 +1002,11 @@ impl Connection {
         tracing::info!(peer = %self.peer, reason = %error.reason, error = %error.message, "closing an HTTP/2 connection on a protocol error");
         metrics::counter!(super::CONNECTION_ERRORS, "reason" => error.reason.name()).increment(1);
         if self.phase != Phase::Preface {
-            let debug = &error.message[..error.message.len().min(256)];
-            frame::put_goaway(
-                self.outbox.scratch(64 + debug.len()),
-                self.last_stream,
-                error.reason,
-                debug,
-            );
-            self.outbox.copied(frame::HEADER_LEN + 8 + debug.len());
+            self.outbox.frame(Frame::GoAway {
+                last_stream: self.last_stream,
+                reason: error.reason,
+                debug: &error.message,
+            });
         }
         self.streams.clear();
         self.continuation = None;
@@ -910,10 +1017,13 @@ impl Connection {
     /// A stream error: RST_STREAM, and the stream is dropped with its sender.
     fn reset(&mut self, index: usize, reason: Reason) {
         let stream = self.streams.swap_remove(index);
+        self.closed.close(stream.id, Closed::Reset);
         tracing::debug!(stream = stream.id, %reason, "resetting a stream");
         metrics::counter!(super::STREAM_RESETS, "reason" => reason.name()).increment(1);
-        frame::put_rst_stream(self.outbox.scratch(13), stream.id, reason);
-        self.outbox.copied(13);
+        self.outbox.frame(Frame::RstStream {
+            stream: stream.id,
+            reason,
+        });
     }
 
     fn stream_index(&self, id: u32) -> Option<usize> {

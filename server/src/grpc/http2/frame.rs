@@ -141,7 +141,11 @@ impl Head {
     }
 }
 
-/// Writes a frame header. `len` must fit in 24 bits (callers keep frames under the peer's limit).
+/// The most debug data a GOAWAY carries.
+const MAX_GOAWAY_DEBUG_BYTES: usize = 256;
+
+/// Writes a frame header. `len` must fit in 24 bits: [`Frame::write`] and the tests' raw frames
+/// are its only callers.
 pub(super) fn put_head(dst: &mut impl BufMut, len: usize, kind: u8, flags: u8, stream: u32) {
     debug_assert!(len <= MAX_MAX_FRAME_SIZE as usize, "frame of {len} bytes");
     let len = (len as u32).to_be_bytes();
@@ -151,40 +155,119 @@ pub(super) fn put_head(dst: &mut impl BufMut, len: usize, kind: u8, flags: u8, s
     dst.put_u32(stream & 0x7fff_ffff);
 }
 
-/// Writes a whole SETTINGS frame with `settings`.
-pub(super) fn put_settings(dst: &mut impl BufMut, settings: &[(u16, u32)]) {
-    put_head(dst, settings.len() * 6, kind::SETTINGS, 0, 0);
-    for &(id, value) in settings {
-        dst.put_u16(id);
-        dst.put_u32(value);
+/// A frame this server writes. Its length is computed from what it holds, in one place, so
+/// no caller counts bytes.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Frame<'a> {
+    Settings(&'a [(u16, u32)]),
+    SettingsAck,
+    WindowUpdate {
+        stream: u32,
+        increment: u32,
+    },
+    RstStream {
+        stream: u32,
+        reason: Reason,
+    },
+    Ping {
+        ack: bool,
+        payload: [u8; 8],
+    },
+    /// `debug` is cut to [`MAX_GOAWAY_DEBUG_BYTES`], on a character boundary.
+    GoAway {
+        last_stream: u32,
+        reason: Reason,
+        debug: &'a str,
+    },
+    /// A whole header block in one frame (this server's blocks are far below any frame size).
+    Headers {
+        stream: u32,
+        flags: u8,
+        block: &'a [u8],
+    },
+    /// The header of a DATA frame; the caller queues exactly `len` payload bytes after it.
+    DataHead {
+        stream: u32,
+        len: usize,
+        end_stream: bool,
+    },
+}
+
+impl Frame<'_> {
+    /// Bytes [`Frame::write`] writes.
+    pub(super) fn encoded_len(&self) -> usize {
+        HEADER_LEN
+            + match self {
+                Self::Settings(settings) => settings.len() * 6,
+                Self::SettingsAck | Self::DataHead { .. } => 0,
+                Self::WindowUpdate { .. } | Self::RstStream { .. } => 4,
+                Self::Ping { .. } => 8,
+                Self::GoAway { debug, .. } => 8 + cut_debug(debug).len(),
+                Self::Headers { block, .. } => block.len(),
+            }
+    }
+
+    /// Writes the frame: its header, then its payload.
+    pub(super) fn write(&self, dst: &mut impl BufMut) {
+        let payload = self.encoded_len() - HEADER_LEN;
+        match *self {
+            Self::Settings(settings) => {
+                put_head(dst, payload, kind::SETTINGS, 0, 0);
+                for &(id, value) in settings {
+                    dst.put_u16(id);
+                    dst.put_u32(value);
+                }
+            }
+            Self::SettingsAck => put_head(dst, payload, kind::SETTINGS, flag::ACK, 0),
+            Self::WindowUpdate { stream, increment } => {
+                put_head(dst, payload, kind::WINDOW_UPDATE, 0, stream);
+                dst.put_u32(increment & 0x7fff_ffff);
+            }
+            Self::RstStream { stream, reason } => {
+                put_head(dst, payload, kind::RST_STREAM, 0, stream);
+                dst.put_u32(reason.0);
+            }
+            Self::Ping { ack, payload: data } => {
+                put_head(dst, payload, kind::PING, if ack { flag::ACK } else { 0 }, 0);
+                dst.put_slice(&data);
+            }
+            Self::GoAway {
+                last_stream,
+                reason,
+                debug,
+            } => {
+                put_head(dst, payload, kind::GOAWAY, 0, 0);
+                dst.put_u32(last_stream & 0x7fff_ffff);
+                dst.put_u32(reason.0);
+                dst.put_slice(cut_debug(debug).as_bytes());
+            }
+            Self::Headers {
+                stream,
+                flags,
+                block,
+            } => {
+                put_head(dst, payload, kind::HEADERS, flags, stream);
+                dst.put_slice(block);
+            }
+            Self::DataHead {
+                stream,
+                len,
+                end_stream,
+            } => {
+                let flags = if end_stream { flag::END_STREAM } else { 0 };
+                put_head(dst, len, kind::DATA, flags, stream);
+            }
+        }
     }
 }
 
-/// Writes a WINDOW_UPDATE frame.
-pub(super) fn put_window_update(dst: &mut impl BufMut, stream: u32, increment: u32) {
-    put_head(dst, 4, kind::WINDOW_UPDATE, 0, stream);
-    dst.put_u32(increment & 0x7fff_ffff);
-}
-
-/// Writes a RST_STREAM frame.
-pub(super) fn put_rst_stream(dst: &mut impl BufMut, stream: u32, reason: Reason) {
-    put_head(dst, 4, kind::RST_STREAM, 0, stream);
-    dst.put_u32(reason.0);
-}
-
-/// Writes a PING frame.
-pub(super) fn put_ping(dst: &mut impl BufMut, ack: bool, payload: [u8; 8]) {
-    put_head(dst, 8, kind::PING, if ack { flag::ACK } else { 0 }, 0);
-    dst.put_slice(&payload);
-}
-
-/// Writes a GOAWAY frame; `debug` is cut to 256 bytes.
-pub(super) fn put_goaway(dst: &mut impl BufMut, last_stream: u32, reason: Reason, debug: &str) {
-    let debug = &debug.as_bytes()[..debug.len().min(256)];
-    put_head(dst, 8 + debug.len(), kind::GOAWAY, 0, 0);
-    dst.put_u32(last_stream & 0x7fff_ffff);
-    dst.put_u32(reason.0);
-    dst.put_slice(debug);
+/// `debug` cut to at most [`MAX_GOAWAY_DEBUG_BYTES`] bytes without splitting a character.
+fn cut_debug(debug: &str) -> &str {
+    let mut end = debug.len().min(MAX_GOAWAY_DEBUG_BYTES);
+    while !debug.is_char_boundary(end) {
+        end -= 1;
+    }
+    &debug[..end]
 }
 
 /// One setting of a SETTINGS frame.
@@ -229,6 +312,16 @@ pub(super) fn ping_payload(payload: &[u8]) -> Result<[u8; 8], FrameError> {
     })
 }
 
+/// The stream a HEADERS frame with the PRIORITY flag depends on.
+pub(super) fn headers_dependency(head: Head, payload: &[u8]) -> Option<u32> {
+    if head.kind != kind::HEADERS || !head.has(flag::PRIORITY) {
+        return None;
+    }
+    let start = usize::from(head.has(flag::PADDED));
+    let bytes: [u8; 4] = payload.get(start..start + 4)?.try_into().ok()?;
+    Some(u32::from_be_bytes(bytes) & 0x7fff_ffff)
+}
+
 /// Strips padding (and the priority fields of HEADERS) from a DATA or HEADERS payload.
 pub(super) fn unpad(head: Head, payload: &[u8]) -> Result<&[u8], FrameError> {
     let mut body = payload;
@@ -258,4 +351,81 @@ pub(super) fn unpad(head: Head, payload: &[u8]) -> Result<&[u8], FrameError> {
         ));
     }
     Ok(&body[..body.len() - pad])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_frame_is_as_long_as_its_header_says() {
+        let long = "é".repeat(200);
+        let frames = [
+            Frame::Settings(&[
+                (setting::MAX_CONCURRENT_STREAMS, 100),
+                (setting::ENABLE_PUSH, 0),
+            ]),
+            Frame::SettingsAck,
+            Frame::WindowUpdate {
+                stream: 3,
+                increment: 1000,
+            },
+            Frame::RstStream {
+                stream: 3,
+                reason: Reason::CANCEL,
+            },
+            Frame::Ping {
+                ack: true,
+                payload: *b"12345678",
+            },
+            Frame::GoAway {
+                last_stream: 7,
+                reason: Reason::PROTOCOL_ERROR,
+                debug: "short",
+            },
+            Frame::GoAway {
+                last_stream: 7,
+                reason: Reason::PROTOCOL_ERROR,
+                debug: &long,
+            },
+            Frame::Headers {
+                stream: 1,
+                flags: flag::END_HEADERS,
+                block: &[0x88],
+            },
+        ];
+        for frame in frames {
+            let mut out = Vec::new();
+            frame.write(&mut out);
+            let head = Head::parse(&out).unwrap_or_else(|| panic!("{frame:?}: no header"));
+            assert_eq!(out.len(), frame.encoded_len(), "{frame:?}");
+            assert_eq!(head.len as usize + HEADER_LEN, out.len(), "{frame:?}");
+        }
+        let mut data = Vec::new();
+        Frame::DataHead {
+            stream: 5,
+            len: 1234,
+            end_stream: false,
+        }
+        .write(&mut data);
+        assert_eq!(Head::parse(&data).map(|head| head.len), Some(1234));
+    }
+
+    #[test]
+    fn goaway_debug_data_is_cut_on_a_character_boundary() {
+        // 255 ASCII bytes, then a two-byte character across the 256-byte limit.
+        let debug = format!("{}é and more", "x".repeat(255));
+        let mut out = Vec::new();
+        Frame::GoAway {
+            last_stream: 1,
+            reason: Reason::PROTOCOL_ERROR,
+            debug: &debug,
+        }
+        .write(&mut out);
+        let data = &out[HEADER_LEN + 8..];
+        assert_eq!(data.len(), 255);
+        assert!(std::str::from_utf8(data).is_ok());
+        assert_eq!(cut_debug("é"), "é");
+        assert_eq!(cut_debug(&"€".repeat(100)).len(), 255);
+    }
 }

@@ -7,29 +7,17 @@
 //! be decoded breaks that shared state, and the caller closes the connection.
 
 use bytes::BufMut;
+use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
 
 use super::hpack::Decoder;
+use super::request::RequestHead;
 
 /// The dynamic table size this server allows the peer's encoder (the RFC's default).
 pub(super) const TABLE_SIZE: usize = 4096;
 /// The decoded header list size this server advertises and enforces (RFC 9113 6.5.2).
 pub(super) const MAX_LIST_SIZE: usize = 16 * 1024;
-/// Values of the fields kept from a request are cut at this length.
-const MAX_VALUE_BYTES: usize = 1024;
 /// A `grpc-message` is cut to this many bytes before encoding, so a block fits one frame.
 const MAX_STATUS_MESSAGE_BYTES: usize = 2048;
-
-/// What this server reads of a request's headers.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub(super) struct RequestHead {
-    pub(super) method: String,
-    pub(super) path: String,
-    pub(super) content_type: String,
-    /// `grpc-encoding`, if sent.
-    pub(super) grpc_encoding: Option<String>,
-    /// The decoded list is over [`MAX_LIST_SIZE`].
-    pub(super) too_large: bool,
-}
 
 /// The connection's HPACK decoder.
 #[derive(Debug)]
@@ -60,15 +48,7 @@ impl HeaderDecoder {
                     head.too_large = true;
                     return;
                 }
-                let slot = match name {
-                    b":method" => &mut head.method,
-                    b":path" => &mut head.path,
-                    b"content-type" => &mut head.content_type,
-                    b"grpc-encoding" => head.grpc_encoding.get_or_insert_with(String::new),
-                    _ => return,
-                };
-                let value = &value[..value.len().min(MAX_VALUE_BYTES)];
-                *slot = String::from_utf8_lossy(value).into_owned();
+                head.field(name, value);
             })
             .map_err(|error| format!("a header block that is not valid HPACK: {error}"))?;
         Ok(head)
@@ -92,6 +72,14 @@ pub(super) fn put_response_head(dst: &mut impl BufMut, status: u16, grpc: bool) 
     }
 }
 
+/// Writes `:status` and `content-type: text/plain`: an answer to a request that is not gRPC.
+pub(super) fn put_text_head(dst: &mut impl BufMut, status: u16) {
+    put_response_head(dst, status, false);
+    // Literal without indexing, name from static entry 31 (`content-type`).
+    put_int(dst, 0x00, 4, 31);
+    put_string(dst, b"text/plain; charset=utf-8");
+}
+
 /// Writes `grpc-status` and, unless empty, `grpc-message` (percent-encoded, cut to a bound).
 pub(super) fn put_grpc_status(dst: &mut impl BufMut, code: i32, message: &str) {
     put_literal(dst, b"grpc-status", code.to_string().as_bytes());
@@ -105,22 +93,15 @@ pub(super) fn put_grpc_status(dst: &mut impl BufMut, code: i32, message: &str) {
     put_literal(dst, b"grpc-message", &percent_encode(&message[..end]));
 }
 
-/// The gRPC spec's `grpc-message` encoding: bytes outside printable ASCII, and `%`, as `%XX`.
+/// The bytes the gRPC HTTP/2 spec has `grpc-message` percent-encode: everything outside
+/// printable ASCII (controls and non-ASCII bytes), and `%` itself.
+const GRPC_MESSAGE_ESCAPED: &AsciiSet = &CONTROLS.add(b'%');
+
+/// The gRPC spec's `grpc-message` encoding of `message`.
 fn percent_encode(message: &str) -> Vec<u8> {
-    const HEX: &[u8; 16] = b"0123456789ABCDEF";
-    let mut out = Vec::with_capacity(message.len());
-    for &byte in message.as_bytes() {
-        if (0x20..=0x7e).contains(&byte) && byte != b'%' {
-            out.push(byte);
-        } else {
-            out.extend_from_slice(&[
-                b'%',
-                HEX[usize::from(byte >> 4)],
-                HEX[usize::from(byte & 0xf)],
-            ]);
-        }
-    }
-    out
+    utf8_percent_encode(message, GRPC_MESSAGE_ESCAPED)
+        .flat_map(str::bytes)
+        .collect()
 }
 
 /// A literal field without indexing, with a new name.
@@ -187,6 +168,15 @@ mod tests {
         let mut block = Vec::new();
         put_response_head(&mut block, 415, false);
         assert_eq!(decode_all(&block), [(":status".into(), "415".into())]);
+        let mut block = Vec::new();
+        put_text_head(&mut block, 405);
+        assert_eq!(
+            decode_all(&block),
+            [
+                (":status".into(), "405".into()),
+                ("content-type".into(), "text/plain; charset=utf-8".into()),
+            ]
+        );
     }
 
     #[test]

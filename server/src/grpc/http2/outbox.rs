@@ -15,6 +15,8 @@ use std::task::{Context, Poll};
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::AsyncWrite;
 
+use super::frame::Frame;
+
 /// Slices handed to one `writev`.
 const MAX_SLICES: usize = 64;
 /// Scratch space reserved at a time.
@@ -43,17 +45,21 @@ impl Outbox {
         self.len == 0
     }
 
-    /// Room to copy `additional` bytes, through [`Outbox::copied`] afterwards.
-    pub(super) fn scratch(&mut self, additional: usize) -> &mut BytesMut {
+    /// Queues `frame`, copied. The bytes counted are those written.
+    pub(super) fn frame(&mut self, frame: Frame<'_>) {
+        let scratch = self.scratch(frame.encoded_len());
+        let before = scratch.len();
+        frame.write(scratch);
+        let written = scratch.len() - before;
+        self.len += written;
+    }
+
+    /// Room to copy `additional` bytes.
+    fn scratch(&mut self, additional: usize) -> &mut BytesMut {
         if self.scratch.capacity() - self.scratch.len() < additional {
             self.scratch.reserve(additional.max(SCRATCH_STEP));
         }
         &mut self.scratch
-    }
-
-    /// Counts bytes just written into [`Outbox::scratch`].
-    pub(super) fn copied(&mut self, len: usize) {
-        self.len += len;
     }
 
     /// Copies `bytes` in.
@@ -130,7 +136,6 @@ impl Outbox {
 mod tests {
     use std::task::Poll;
 
-    use bytes::BufMut;
     use futures::task::noop_waker_ref;
 
     use super::*;
@@ -200,10 +205,12 @@ mod tests {
         for round in 0..3u8 {
             outbox.copy(&[round; 10]);
             expected.extend_from_slice(&[round; 10]);
-            let scratch = outbox.scratch(4);
-            scratch.put_u32(u32::from(round));
-            outbox.copied(4);
-            expected.extend_from_slice(&u32::from(round).to_be_bytes());
+            let ping = Frame::Ping {
+                ack: false,
+                payload: [round; 8],
+            };
+            outbox.frame(ping);
+            ping.write(&mut expected);
             outbox.share(shared.clone());
             expected.extend_from_slice(&shared);
         }

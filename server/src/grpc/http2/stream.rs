@@ -15,7 +15,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::BufMut;
+use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TryRecvError;
 use tokio::time::Instant;
@@ -23,7 +23,7 @@ use tonic::Status;
 
 use crate::fanout::{Outgoing, OutgoingMessage};
 
-use super::frame::{self, Reason, flag, kind};
+use super::frame::{self, Frame, Reason, flag};
 use super::headers;
 use super::health::HealthCall;
 use super::inbound::{Mailbox, MessageReader};
@@ -34,6 +34,9 @@ use super::outbox::Outbox;
 const SHARE_AT_BYTES: usize = 1024;
 /// The gRPC length prefix.
 const PREFIX_BYTES: usize = 5;
+/// The body of an answer to a request that is not gRPC (`405`, `415`): for whoever tried.
+const HTTP_ERROR_BODY: &[u8] =
+    b"this port serves gRPC only: POST with content-type application/grpc\n";
 
 /// The sender's future, run by the stream.
 pub(super) type Driver = Pin<Box<dyn Future<Output = ()> + Send>>;
@@ -45,6 +48,9 @@ pub(super) enum Call {
     Watch(WatchCall),
     /// `grpc.health.v1.Health/Check` or `Watch`.
     Health(HealthCall),
+    /// Not a gRPC request: this HTTP status and [`HTTP_ERROR_BODY`], once the request has
+    /// ended (its body is dropped).
+    HttpError(u16),
 }
 
 /// A Watch call: the agent's messages in, the sender's queue out.
@@ -137,6 +143,7 @@ impl Call {
         match self {
             Self::Watch(call) => call.poll_next(cx),
             Self::Health(call) => call.poll_next(cx),
+            Self::HttpError(_) => Poll::Pending,
         }
     }
 
@@ -145,6 +152,7 @@ impl Call {
         match self {
             Self::Watch(_) => true,
             Self::Health(call) => call.is_watch(),
+            Self::HttpError(_) => false,
         }
     }
 }
@@ -161,6 +169,8 @@ struct Sending {
     piece_offset: usize,
     /// Bytes of prefix and pieces still to send.
     remaining: usize,
+    /// The last DATA frame ends the stream (a body that is not gRPC).
+    end_stream: bool,
 }
 
 impl Sending {
@@ -176,20 +186,29 @@ impl Sending {
             piece: 0,
             piece_offset: 0,
             remaining: PREFIX_BYTES + len,
+            end_stream: false,
         }
+    }
+
+    /// A whole response body, without the gRPC prefix; its last frame ends the stream.
+    fn body(body: Bytes) -> Self {
+        let mut sending = Self::new(OutgoingMessage::control(body));
+        sending.prefix_sent = PREFIX_BYTES;
+        sending.remaining -= PREFIX_BYTES;
+        sending.end_stream = true;
+        sending
     }
 
     /// Queues one DATA frame of at most `limit` bytes; returns its length.
     fn emit(&mut self, outbox: &mut Outbox, stream: u32, limit: usize) -> usize {
         let len = self.remaining.min(limit);
-        frame::put_head(
-            outbox.scratch(frame::HEADER_LEN),
-            len,
-            kind::DATA,
-            0,
+        let queued = outbox.len();
+        let end_stream = self.end_stream && len == self.remaining;
+        outbox.frame(Frame::DataHead {
             stream,
-        );
-        outbox.copied(frame::HEADER_LEN);
+            len,
+            end_stream,
+        });
         let mut left = len;
         if self.prefix_sent < PREFIX_BYTES {
             let n = (PREFIX_BYTES - self.prefix_sent).min(left);
@@ -213,6 +232,7 @@ impl Sending {
                 self.piece_offset = 0;
             }
         }
+        debug_assert_eq!(outbox.len() - queued, frame::HEADER_LEN + len);
         self.remaining -= len;
         len
     }
@@ -242,6 +262,8 @@ pub(super) struct Stream {
     pub(super) recv_unacked: u32,
     /// The peer ended its side (END_STREAM).
     pub(super) remote_closed: bool,
+    /// Request bytes still to come by the request's `content-length`, if it sent one.
+    body_left: Option<u64>,
     call: Call,
     headers_sent: bool,
     sending: Option<Sending>,
@@ -259,11 +281,32 @@ impl Stream {
             recv_window,
             recv_unacked: 0,
             remote_closed: false,
+            body_left: None,
             call,
             headers_sent: false,
             sending: None,
             blocked_since: None,
             done: false,
+        }
+    }
+
+    /// Holds the request to `content-length` bytes, if it sent one.
+    pub(super) fn expect_body(&mut self, content_length: Option<u64>) {
+        self.body_left = content_length;
+    }
+
+    /// Counts `len` request bytes (`end`: the last); false when they break the request's
+    /// `content-length` (RFC 9113 8.1.1).
+    pub(super) fn count_body(&mut self, len: usize, end: bool) -> bool {
+        let Some(left) = self.body_left else {
+            return true;
+        };
+        match left.checked_sub(len as u64) {
+            Some(left) if !end || left == 0 => {
+                self.body_left = Some(left);
+                true
+            }
+            _ => false,
         }
     }
 
@@ -283,6 +326,7 @@ impl Stream {
                 }
             }
             Call::Health(call) => call.push(data, end),
+            Call::HttpError(_) => {}
         }
         self.remote_closed |= end;
     }
@@ -290,6 +334,18 @@ impl Stream {
     /// Adds what it can to the outbox: response headers, DATA frames within the windows, and
     /// the trailers once the call ends.
     pub(super) fn poll_send(&mut self, cx: &mut Context<'_>, ctx: &mut SendContext<'_>) {
+        if let Call::HttpError(status) = self.call {
+            if !self.remote_closed {
+                return;
+            }
+            if !self.headers_sent {
+                let mut block = Vec::with_capacity(64);
+                headers::put_text_head(&mut block, status);
+                put_header_frame(ctx.outbox, self.id, flag::END_HEADERS, &block);
+                self.headers_sent = true;
+                self.sending = Some(Sending::body(Bytes::from_static(HTTP_ERROR_BODY)));
+            }
+        }
         if !self.headers_sent && self.call.is_streaming() {
             self.put_headers(ctx.outbox);
         }
@@ -311,6 +367,7 @@ impl Stream {
                 self.send_window -= sent;
                 *ctx.window -= sent;
                 if sending.remaining == 0 {
+                    self.done = sending.end_stream;
                     self.sending = None;
                 }
                 continue;
@@ -348,7 +405,7 @@ impl Stream {
         };
         let finished = match &self.call {
             Call::Watch(call) => call.driver.is_none(),
-            Call::Health(_) => true,
+            Call::Health(_) | Call::HttpError(_) => true,
         };
         finished && (shutting_down || now.duration_since(since) >= write_timeout)
     }
@@ -375,8 +432,10 @@ impl Stream {
         );
         if !self.remote_closed {
             // The response is complete: the peer may stop sending (RFC 9113 8.1).
-            frame::put_rst_stream(outbox.scratch(13), self.id, Reason::NO_ERROR);
-            outbox.copied(13);
+            outbox.frame(Frame::RstStream {
+                stream: self.id,
+                reason: Reason::NO_ERROR,
+            });
         }
         self.headers_sent = true;
         self.done = true;
@@ -385,10 +444,11 @@ impl Stream {
 
 /// Queues a HEADERS frame holding `block` (blocks here are far below any frame size limit).
 pub(super) fn put_header_frame(outbox: &mut Outbox, stream: u32, flags: u8, block: &[u8]) {
-    let scratch = outbox.scratch(frame::HEADER_LEN + block.len());
-    frame::put_head(scratch, block.len(), kind::HEADERS, flags, stream);
-    scratch.put_slice(block);
-    outbox.copied(frame::HEADER_LEN + block.len());
+    outbox.frame(Frame::Headers {
+        stream,
+        flags,
+        block,
+    });
 }
 
 /// Queues a response that is only a status: a refused call.
@@ -398,18 +458,9 @@ pub(super) fn put_refusal(outbox: &mut Outbox, stream: u32, status: &Status, pee
     headers::put_grpc_status(&mut block, status.code() as i32, status.message());
     put_header_frame(outbox, stream, flag::END_HEADERS | flag::END_STREAM, &block);
     if !peer_done {
-        frame::put_rst_stream(outbox.scratch(13), stream, Reason::NO_ERROR);
-        outbox.copied(13);
-    }
-}
-
-/// Queues an HTTP error response with no body (`405`, `415`): not a gRPC request.
-pub(super) fn put_http_error(outbox: &mut Outbox, stream: u32, status: u16, peer_done: bool) {
-    let mut block = Vec::with_capacity(8);
-    headers::put_response_head(&mut block, status, false);
-    put_header_frame(outbox, stream, flag::END_HEADERS | flag::END_STREAM, &block);
-    if !peer_done {
-        frame::put_rst_stream(outbox.scratch(13), stream, Reason::NO_ERROR);
-        outbox.copied(13);
+        outbox.frame(Frame::RstStream {
+            stream,
+            reason: Reason::NO_ERROR,
+        });
     }
 }
