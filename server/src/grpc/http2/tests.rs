@@ -321,7 +321,7 @@ async fn read_until_synced_after(
             }
             .write(&mut credit);
             Frame::WindowUpdate {
-                stream: stream,
+                stream,
                 increment: len,
             }
             .write(&mut credit);
@@ -813,7 +813,7 @@ async fn a_peer_that_opens_and_resets_streams_by_the_thousand_is_told_to_calm_do
         let stream = 2 * i + 1;
         out.extend(raw.request(stream, "/cattail.v1.Sync/Watch", 0));
         Frame::RstStream {
-            stream: stream,
+            stream,
             reason: Reason::CANCEL,
         }
         .write(&mut out);
