@@ -10,6 +10,7 @@
 //! shutdown behaviour as the tonic transport, which stays selectable (`--grpc-transport`).
 //! The subset of HTTP/2 it speaks is in docs/PROTOCOL.md section 2.
 
+mod budget;
 mod closed;
 mod connection;
 mod frame;
@@ -73,6 +74,8 @@ struct Services {
     config: GrpcConfig,
     /// The largest agent message read: a Hello at its limit.
     max_inbound_bytes: usize,
+    /// Bytes held for incomplete agent messages, across connections.
+    inbound_budget: Arc<budget::InboundBudget>,
     /// The largest message sent.
     max_message_bytes: usize,
 }
@@ -89,6 +92,10 @@ pub(super) async fn serve(
     let fanout = hub.config();
     let services = Arc::new(Services {
         max_inbound_bytes: fanout.max_hello_bytes as usize + HELLO_ENVELOPE_BYTES,
+        inbound_budget: Arc::new(budget::InboundBudget::new(
+            (fanout.max_hello_bytes as usize + HELLO_ENVELOPE_BYTES)
+                .saturating_mul(budget::MESSAGES_AT_LIMIT),
+        )),
         max_message_bytes: fanout.max_message_bytes as usize,
         hub,
         shutdown: shutdown.clone(),
