@@ -10,6 +10,7 @@
 //! shutdown behaviour as the tonic transport, which stays selectable (`--grpc-transport`).
 //! The subset of HTTP/2 it speaks is in docs/PROTOCOL.md section 2.
 
+mod budget;
 mod closed;
 mod connection;
 mod frame;
@@ -71,6 +72,8 @@ struct Services {
     config: GrpcConfig,
     /// The largest agent message read: a Hello at its limit.
     max_inbound_bytes: usize,
+    /// Bytes held for incomplete agent messages, across connections.
+    inbound_budget: Arc<budget::InboundBudget>,
     /// The largest message sent.
     max_message_bytes: usize,
 }
@@ -89,6 +92,9 @@ pub(super) async fn serve(
         // `max_hello_bytes` bounds the whole `AgentMessage`, the size an agent's gRPC stack sees
         // (PROTOCOL.md section 9), so the limit a refusal quotes is the one `Welcome` announces.
         max_inbound_bytes: fanout.max_hello_bytes as usize,
+        inbound_budget: Arc::new(budget::InboundBudget::new(
+            (fanout.max_hello_bytes as usize).saturating_mul(budget::MESSAGES_AT_LIMIT),
+        )),
         max_message_bytes: fanout.max_message_bytes as usize,
         hub,
         shutdown: shutdown.clone(),

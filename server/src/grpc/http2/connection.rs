@@ -49,6 +49,9 @@ const MAX_HEADER_BLOCK_BYTES: usize = headers::MAX_LIST_SIZE;
 /// [`MAX_HEADER_BLOCK_BYTES`], which takes two frames of the 16 KiB every peer may send; empty
 /// CONTINUATIONs add no bytes, so only a count stops a peer that sends them without end.
 const MAX_CONTINUATIONS: u32 = 16;
+/// Watch streams of one connection that may wait for their Hello at once. An agent opens one
+/// and sends its Hello at once; until then each holds a sender and part of a message.
+const MAX_HELLO_STREAMS: usize = 8;
 /// How long a new connection has to send its preface and SETTINGS.
 const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 /// How long a closing connection may take to write its last frames and see the peer close.
@@ -730,6 +733,13 @@ impl Connection {
                  messages (server payloads are compressed inside frames)"
             )));
         }
+        let waiting = self.streams.iter().filter(|s| s.awaits_hello()).count();
+        if waiting >= MAX_HELLO_STREAMS {
+            return Err(Status::resource_exhausted(format!(
+                "{waiting} streams of this connection are still waiting for their Hello: send \
+                 the Hello as soon as a stream opens"
+            )));
+        }
         Ok(Call::Watch(self.watch_call()))
     }
 
@@ -748,7 +758,7 @@ impl Connection {
             tracing::info_span!("agent", peer = ?self.peer, agent_id = tracing::field::Empty);
         let driver = Box::pin(sender.run().instrument(span));
         WatchCall::new(
-            MessageReader::new(services.max_inbound_bytes),
+            MessageReader::new(services.max_inbound_bytes, services.inbound_budget.clone()),
             mailbox,
             queue,
             driver,

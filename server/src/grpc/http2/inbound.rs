@@ -19,6 +19,8 @@ use prost::Message as _;
 
 use crate::fanout::InboundError;
 
+use super::budget::InboundBudget;
+
 /// The gRPC length prefix: a compression flag and a big-endian length.
 const PREFIX_BYTES: usize = 5;
 /// A reader's buffer is freed once empty if it grew past this (after a large Hello).
@@ -32,14 +34,20 @@ pub(super) struct MessageReader {
     limit: usize,
     /// A message was refused: everything after it is ignored.
     failed: bool,
+    /// What the partial message in `buf` holds of the transport's budget.
+    budget: Arc<InboundBudget>,
+    /// Bytes taken from `budget`: `buf.len()` between pushes.
+    held: usize,
 }
 
 impl MessageReader {
-    pub(super) fn new(limit: usize) -> Self {
+    pub(super) fn new(limit: usize, budget: Arc<InboundBudget>) -> Self {
         Self {
             buf: BytesMut::new(),
             limit,
             failed: false,
+            budget,
+            held: 0,
         }
     }
 
@@ -90,6 +98,18 @@ impl MessageReader {
         if self.buf.is_empty() && self.buf.capacity() > KEEP_BUFFER_BYTES {
             self.buf = BytesMut::new();
         }
+        // What stays is part of a message: it is held only within the transport's budget.
+        let keep = self.buf.len();
+        if keep > self.held && !self.budget.take(keep - self.held) {
+            let limit = self.budget.limit();
+            deliver(Err(self.fail(InboundError::TooLarge(format!(
+                "the server already holds {limit} bytes of incomplete messages from agents; \
+                 retry shortly"
+            )))));
+            return;
+        }
+        self.budget.give_back(self.held.saturating_sub(keep));
+        self.held = keep;
     }
 
     /// Whether a message was started but not finished.
@@ -101,7 +121,14 @@ impl MessageReader {
     fn fail(&mut self, error: InboundError) -> InboundError {
         self.failed = true;
         self.buf = BytesMut::new();
+        self.budget.give_back(std::mem::take(&mut self.held));
         error
+    }
+}
+
+impl Drop for MessageReader {
+    fn drop(&mut self) {
+        self.budget.give_back(self.held);
     }
 }
 
@@ -167,6 +194,11 @@ impl Mailbox {
         if let Some(waker) = slots.waker.take() {
             waker.wake();
         }
+    }
+
+    /// Whether the stream's first message (its Hello) has come.
+    pub(super) fn has_first(&self) -> bool {
+        self.lock().started
     }
 
     /// The agent closed its side of the stream (END_STREAM), or the stream is gone (`error`).
@@ -254,6 +286,10 @@ mod tests {
 
     use super::*;
 
+    fn budget() -> Arc<InboundBudget> {
+        Arc::new(InboundBudget::new(usize::MAX))
+    }
+
     fn framed(message: &AgentMessage) -> Vec<u8> {
         let body = message.encode_to_vec();
         let mut out = vec![0];
@@ -295,19 +331,19 @@ mod tests {
         bytes.extend(framed(&ack(7)));
         bytes.extend(framed(&ack(8)));
         for step in [1, 3, 5, 7, bytes.len()] {
-            let mut reader = MessageReader::new(1024);
+            let mut reader = MessageReader::new(1024, budget());
             let out = read_all(&mut reader, &bytes, step);
             assert_eq!(out, [Ok(hello()), Ok(ack(7)), Ok(ack(8))], "step {step}");
             assert!(!reader.is_partial());
         }
-        let mut reader = MessageReader::new(1024);
+        let mut reader = MessageReader::new(1024, budget());
         read_all(&mut reader, &bytes[..3], 3);
         assert!(reader.is_partial());
     }
 
     #[test]
     fn oversized_compressed_and_malformed_messages_are_refused_and_reading_stops() {
-        let mut reader = MessageReader::new(4);
+        let mut reader = MessageReader::new(4, budget());
         let out = read_all(&mut reader, &framed(&hello()), 2);
         assert!(
             matches!(&out[..], [Err(InboundError::TooLarge(m))] if m.contains("over the limit of 4")),
@@ -318,14 +354,14 @@ mod tests {
 
         let mut compressed = framed(&ack(1));
         compressed[0] = 1;
-        let out = read_all(&mut MessageReader::new(1024), &compressed, 100);
+        let out = read_all(&mut MessageReader::new(1024, budget()), &compressed, 100);
         assert!(
             matches!(&out[..], [Err(InboundError::Malformed(m))] if m.contains("compressed")),
             "{out:?}"
         );
 
         let out = read_all(
-            &mut MessageReader::new(1024),
+            &mut MessageReader::new(1024, budget()),
             &[0, 0, 0, 0, 2, 0xff, 0xff],
             100,
         );
@@ -336,12 +372,39 @@ mod tests {
     }
 
     #[test]
+    fn partial_messages_are_held_only_within_the_shared_budget() {
+        let budget = Arc::new(InboundBudget::new(30));
+        let bytes = framed(&hello());
+        let mut first = MessageReader::new(1024, budget.clone());
+        let mut second = MessageReader::new(1024, budget.clone());
+        // Whole messages are decoded at once and hold nothing.
+        assert_eq!(read_all(&mut first, &bytes, bytes.len()), [Ok(hello())]);
+        assert_eq!(budget.held(), 0);
+        assert!(read_all(&mut first, &[0, 0, 0, 0, 40, 1, 2, 3, 4, 5], 10).is_empty());
+        assert_eq!(budget.held(), 10);
+        let out = read_all(
+            &mut second,
+            &[
+                0, 0, 0, 0, 40, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16,
+            ],
+            21,
+        );
+        assert!(
+            matches!(&out[..], [Err(InboundError::TooLarge(m))] if m.contains("30 bytes of incomplete")),
+            "{out:?}"
+        );
+        assert_eq!(budget.held(), 10, "the refused reader holds nothing");
+        drop(first);
+        assert_eq!(budget.held(), 0, "a reader that goes gives its bytes back");
+    }
+
+    #[test]
     fn a_large_hello_does_not_keep_its_buffer() {
         let mut big = hello();
         if let Some(Message::Hello(h)) = &mut big.message {
             h.agent_id = "x".repeat(100_000);
         }
-        let mut reader = MessageReader::new(1 << 20);
+        let mut reader = MessageReader::new(1 << 20, budget());
         let out = read_all(&mut reader, &framed(&big), 16_384);
         assert_eq!(out, [Ok(big)]);
         assert_eq!(reader.buf.capacity(), 0);

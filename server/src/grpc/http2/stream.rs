@@ -90,6 +90,11 @@ impl WatchCall {
         }
     }
 
+    /// Whether the agent has yet to send its Hello.
+    fn awaits_hello(&self) -> bool {
+        !self.mailbox.has_first()
+    }
+
     /// Runs the sender without taking from its queue: its timers keep running while the
     /// stream waits for window.
     fn poll_driver(&mut self, cx: &mut Context<'_>) {
@@ -288,6 +293,11 @@ impl Stream {
             blocked_since: None,
             done: false,
         }
+    }
+
+    /// Whether this is a Watch call whose agent has yet to send its Hello.
+    pub(super) fn awaits_hello(&self) -> bool {
+        matches!(&self.call, Call::Watch(call) if call.awaits_hello())
     }
 
     /// Holds the request to `content-length` bytes, if it sent one.

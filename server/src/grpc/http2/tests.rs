@@ -21,6 +21,7 @@ use crate::store::{Batch, ProjectedObject, Store};
 
 use super::frame::{self, Frame, Head, Reason, flag, kind, setting};
 
+mod bounds;
 mod conformance;
 
 /// How long any one expected frame may take.
@@ -39,6 +40,11 @@ fn pods() -> Resource {
 
 /// A server in sync, holding `count` pods of about 200 bytes each on node `n1`.
 async fn start(config: GrpcConfig, count: usize) -> Server {
+    start_with(config, FanoutConfig::default(), count).await
+}
+
+/// As [`start`], with the hub's config.
+async fn start_with(config: GrpcConfig, fanout: FanoutConfig, count: usize) -> Server {
     let mut store = Store::new([pods()]);
     let mut batch = Batch::new();
     for i in 0..count {
@@ -54,7 +60,7 @@ async fn start(config: GrpcConfig, count: usize) -> Server {
         );
     }
     let hub = Hub::new(
-        FanoutConfig::default(),
+        fanout,
         store.snapshot(),
         vec![ResourceInfo {
             resource: pods(),
@@ -321,7 +327,7 @@ async fn read_until_synced_after(
             }
             .write(&mut credit);
             Frame::WindowUpdate {
-                stream: stream,
+                stream,
                 increment: len,
             }
             .write(&mut credit);
@@ -813,7 +819,7 @@ async fn a_peer_that_opens_and_resets_streams_by_the_thousand_is_told_to_calm_do
         let stream = 2 * i + 1;
         out.extend(raw.request(stream, "/cattail.v1.Sync/Watch", 0));
         Frame::RstStream {
-            stream: stream,
+            stream,
             reason: Reason::CANCEL,
         }
         .write(&mut out);

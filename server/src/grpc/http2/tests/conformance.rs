@@ -30,7 +30,7 @@ async fn resets(raw: &mut Raw, count: usize) -> Vec<(u32, Reason)> {
 }
 
 /// Sends a PING and reads to its ACK: what the server had to say before it is read by then.
-async fn ping_pong(raw: &mut Raw) -> Vec<Got> {
+pub(super) async fn ping_pong(raw: &mut Raw) -> Vec<Got> {
     let mut out = Vec::new();
     Frame::Ping {
         ack: false,

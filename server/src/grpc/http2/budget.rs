@@ -1,0 +1,73 @@
+//! [`InboundBudget`]: the bytes the native transport holds for incomplete inbound messages (a
+//! Hello part-way in), counted across every connection against one limit.
+//!
+//! Each stream's reader holds at most one partial message, below the message limit; without a
+//! shared bound, many streams each sending most of a large Hello slowly would hold that much
+//! each. A reader takes from the budget before it keeps a partial message, and gives back when
+//! the message is decoded or the stream goes; a stream whose bytes do not fit is refused with
+//! RESOURCE_EXHAUSTED, so window credit is only ever returned for bytes decoded or held within
+//! the budget.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// How many incomplete messages at the limit the budget holds at once.
+pub(super) const MESSAGES_AT_LIMIT: usize = 64;
+
+/// A shared count of held bytes, with a limit.
+#[derive(Debug)]
+pub(crate) struct InboundBudget {
+    held: AtomicUsize,
+    limit: usize,
+}
+
+impl InboundBudget {
+    pub(super) fn new(limit: usize) -> Self {
+        Self {
+            held: AtomicUsize::new(0),
+            limit,
+        }
+    }
+
+    /// The limit, for messages.
+    pub(super) fn limit(&self) -> usize {
+        self.limit
+    }
+
+    /// Takes `bytes` from the budget; false (and nothing taken) when they do not fit.
+    pub(super) fn take(&self, bytes: usize) -> bool {
+        self.held
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
+                held.checked_add(bytes).filter(|&total| total <= self.limit)
+            })
+            .is_ok()
+    }
+
+    /// Gives back `bytes` taken earlier.
+    pub(super) fn give_back(&self, bytes: usize) {
+        self.held.fetch_sub(bytes, Ordering::AcqRel);
+    }
+
+    /// Bytes held now.
+    #[cfg(test)]
+    pub(super) fn held(&self) -> usize {
+        self.held.load(Ordering::Acquire)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bytes_are_taken_only_within_the_limit_and_given_back() {
+        let budget = InboundBudget::new(100);
+        assert!(budget.take(60));
+        assert!(!budget.take(41), "over the limit");
+        assert_eq!(budget.held(), 60);
+        assert!(budget.take(40));
+        budget.give_back(100);
+        assert_eq!(budget.held(), 0);
+        assert!(budget.take(100));
+        assert!(!budget.take(usize::MAX), "no overflow");
+    }
+}
