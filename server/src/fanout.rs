@@ -20,6 +20,7 @@ mod metrics;
 mod resume;
 mod sender;
 mod snapshot;
+mod sync;
 #[cfg(test)]
 mod tests;
 mod topics;
@@ -33,6 +34,7 @@ pub use hub::{Hub, HubStats};
 pub use message::OutgoingMessage;
 pub use metrics::describe_metrics;
 pub use sender::{AgentSender, InboundError, Outbound, Outgoing};
+pub use sync::SyncStatus;
 
 /// Why an agent's stream ended, or why a hub operation failed. The gRPC edge turns each into a
 /// `tonic::Status` in one function (`grpc::status`).

@@ -59,7 +59,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub struct ServerHandle {
     /// The fan-out hub.
     pub hub: Hub,
-    /// Whether every resource has completed its first list.
+    /// Whether every resource has completed its first list: the hub's own flag.
     pub sync: SyncStatus,
 }
 
@@ -97,7 +97,7 @@ pub async fn serve(
         ..options.fanout.clone()
     };
     let hub = Hub::new(fanout, store.snapshot(), infos);
-    let sync = SyncStatus::default();
+    let sync = hub.sync_status();
     let handle = ServerHandle {
         hub: hub.clone(),
         sync: sync.clone(),
@@ -127,12 +127,7 @@ pub async fn serve(
     }
     drop(tx);
 
-    let writer = Writer::new(
-        store,
-        hub.clone(),
-        sync.clone(),
-        config.store.batch_max_changes,
-    );
+    let writer = Writer::new(store, hub.clone(), config.store.batch_max_changes);
     let token = shutdown.clone();
     tasks.spawn(
         async move {

@@ -22,9 +22,10 @@ use imbl::OrdMap;
 use crate::config::Resource;
 
 pub use batch::{Batch, BatchCounters, Change, Published, ResourceChanges, ScopedChange};
+pub use cattail_proto::{Epoch, Revision};
 pub use log::{Log, LogEntry, LogItem, LogLimits};
 pub use object::{ObjectKey, ProjectedObject};
-pub use revision::{Epoch, EpochParseError, Revision};
+pub use revision::random_epoch;
 pub use snapshot::Snapshot;
 
 use state::ResourceState;
@@ -68,7 +69,7 @@ pub struct Store {
 impl Store {
     /// An empty store at `Revision::ZERO` for these resources, with a fresh random epoch.
     pub fn new(resources: impl IntoIterator<Item = Resource>) -> Self {
-        Self::with_epoch(resources, Epoch::random())
+        Self::with_epoch(resources, random_epoch())
     }
 
     /// Like [`Store::new`] with a given epoch (for tests and reproducible tools).

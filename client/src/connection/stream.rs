@@ -101,9 +101,9 @@ pub(crate) async fn run_stream(
                     Ok(applied) => {
                         synced |= applied.synced.is_some();
                         if let Some(revision) = applied.ack {
-                            ack_sender.send_replace(revision);
+                            ack_sender.send_replace(revision.get());
                             metrics::gauge!("cattail_client_complete_revision")
-                                .set(revision as f64);
+                                .set(revision.get() as f64);
                         }
                         if !applied.events.is_empty() {
                             record_events(&applied.events);

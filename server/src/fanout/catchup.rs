@@ -185,7 +185,7 @@ impl Hub {
             welcome: Some(pb::Welcome {
                 protocol_version: cattail_proto::PROTOCOL_VERSION,
                 server_id: shared.config.server_id.clone(),
-                epoch: Bytes::copy_from_slice(shared.epoch.as_bytes()),
+                epoch: Bytes::copy_from_slice(shared.epoch.as_array()),
                 head_revision: head.get(),
                 resources: shared.welcome_resources.clone(),
                 limits: Some(shared.config.limits()),

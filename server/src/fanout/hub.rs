@@ -22,6 +22,7 @@ use super::batch::EncodedBatch;
 use super::digests::Digests;
 use super::encode;
 use super::snapshot::SnapshotCache;
+use super::sync::SyncStatus;
 use super::topics::{Interest, Topics};
 use super::{FanoutConfig, ResourceInfo, metrics};
 
@@ -86,7 +87,7 @@ pub(crate) struct Shared {
     head: AtomicU64,
     /// Who to wake for a batch.
     topics: Topics,
-    in_sync: watch::Sender<bool>,
+    sync: SyncStatus,
     /// Permits for encodes on the blocking pool, one per core: a connect storm must not
     /// start a thread per agent (each costs a stack and, with glibc, can add a malloc arena).
     blocking: Arc<Semaphore>,
@@ -166,7 +167,7 @@ impl Hub {
                 state: RwLock::new(state),
                 head: AtomicU64::new(head.get()),
                 topics,
-                in_sync: watch::Sender::new(false),
+                sync: SyncStatus::default(),
                 blocking: Arc::new(Semaphore::new(
                     std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
                 )),
@@ -253,17 +254,22 @@ impl Hub {
     /// Says whether every resource has completed its first list. Until it is true, new agents
     /// wait before their Welcome (up to `sync_wait_timeout`); connected agents are kept.
     pub fn set_in_sync(&self, in_sync: bool) {
-        self.shared.in_sync.send_replace(in_sync);
+        self.shared.sync.set(in_sync);
     }
 
     /// Whether the hub serves new agents.
     pub fn in_sync(&self) -> bool {
-        *self.shared.in_sync.borrow()
+        self.shared.sync.get()
     }
 
     /// A receiver that sees every change of [`Hub::in_sync`].
     pub fn watch_in_sync(&self) -> watch::Receiver<bool> {
-        self.shared.in_sync.subscribe()
+        self.shared.sync.subscribe()
+    }
+
+    /// The in-sync flag itself, for the probes: the same flag the hub serves by.
+    pub fn sync_status(&self) -> SyncStatus {
+        self.shared.sync.clone()
     }
 
     /// The newest published revision.
@@ -339,9 +345,7 @@ impl Hub {
 
     /// Waits until the hub is in sync.
     pub(crate) async fn wait_in_sync(&self) {
-        let mut in_sync = self.shared.in_sync.subscribe();
-        // The sender lives in `Shared`, which `self` keeps alive: this cannot fail.
-        let _ = in_sync.wait_for(|in_sync| *in_sync).await;
+        self.shared.sync.wait().await;
     }
 
     /// An encoded snapshot to resync an agent with: the current one if its revision is at least

@@ -45,7 +45,7 @@ pub(crate) fn decide(
         return Decision::Snapshot;
     };
     let from = Revision(resume.revision);
-    if resume.epoch.as_ref() == epoch.as_bytes().as_slice() && log_covers(from) {
+    if resume.epoch.as_ref() == epoch.as_array().as_slice() && log_covers(from) {
         return Decision::Deltas { from };
     }
     let digests: Vec<Option<Digest>> = subscriptions

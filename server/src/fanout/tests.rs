@@ -63,7 +63,7 @@ pub(super) struct Fixture {
 
 impl Fixture {
     pub(super) fn new(config: FanoutConfig) -> Self {
-        let store = Store::with_epoch([pods(), namespaces()], Epoch([7; 16]));
+        let store = Store::with_epoch([pods(), namespaces()], Epoch::from_array([7; 16]));
         let hub = Hub::new(config, store.snapshot(), infos());
         hub.set_in_sync(true);
         Self { store, hub }
