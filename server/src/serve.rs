@@ -17,11 +17,11 @@ use tracing::Instrument;
 
 use crate::admin::{self, StatusFn, SyncStatus};
 use crate::config::ServerConfig;
-use crate::fanout::{FanoutConfig, Hub, ResourceInfo};
+use crate::fanout::{FanoutConfig, Hub, LogLimits, ResourceInfo};
 use crate::grpc::{self, GrpcConfig};
 use crate::k8s::project;
 use crate::k8s::watch::{self, WatchConfig, WatchHealth};
-use crate::store::{LogLimits, Store};
+use crate::store::Store;
 use crate::writer::Writer;
 
 /// Everything `serve` needs besides the client and the sockets.

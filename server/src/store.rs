@@ -6,7 +6,6 @@
 //! take) and `Published` batches. The store is plain synchronous code with no runtime in it.
 
 mod batch;
-mod log;
 mod object;
 mod revision;
 mod snapshot;
@@ -23,7 +22,6 @@ use crate::config::Resource;
 
 pub use batch::{Batch, BatchCounters, Change, Published, ResourceChanges, ScopedChange};
 pub use cattail_proto::{Epoch, Revision};
-pub use log::{Log, LogEntry, LogItem, LogLimits};
 pub use object::{ObjectKey, ProjectedObject};
 pub use revision::random_epoch;
 pub use snapshot::Snapshot;
@@ -39,14 +37,6 @@ pub enum Error {
     /// `relist_apply` or `end_relist` was called without `begin_relist`.
     #[error("no relist of {0} is in progress: call begin_relist first")]
     NoRelist(Resource),
-    /// A log append skipped or repeated a revision.
-    #[error("log expected revision {expected} next but got {got}")]
-    LogGap {
-        /// The revision after the log's head.
-        expected: Revision,
-        /// The revision offered.
-        got: Revision,
-    },
 }
 
 /// Result alias for this module.

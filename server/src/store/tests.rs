@@ -319,6 +319,5 @@ fn published_state_is_shareable_across_tasks() {
     fn shareable<T: Send + Sync + 'static>() {}
     shareable::<Snapshot>();
     shareable::<Published>();
-    shareable::<Log<std::sync::Arc<Published>>>();
     shareable::<Store>();
 }

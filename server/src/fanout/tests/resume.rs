@@ -6,18 +6,14 @@ use cattail_proto::pb::{ResourceDigest, Resume};
 
 use crate::store::{Epoch, Revision};
 
-use super::super::hello::Subscription;
-use super::super::hub::ResourceEntry;
+use super::super::resources::{ResourceInfo, Subscription};
 use super::super::resume::{Decision, decide};
 use super::infos;
 
 const BUCKETS: u32 = 16;
 
-fn entries() -> Vec<ResourceEntry> {
+fn entries() -> Vec<ResourceInfo> {
     infos()
-        .into_iter()
-        .map(|info| ResourceEntry { info })
-        .collect()
 }
 
 fn subscriptions() -> Vec<Subscription> {

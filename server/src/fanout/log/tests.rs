@@ -62,14 +62,14 @@ fn appends_must_be_consecutive() {
     let now = Instant::now();
     assert_eq!(
         log.push(Revision(9), entry(1), now),
-        Err(Error::LogGap {
+        Err(LogGap {
             expected: Revision(8),
             got: Revision(9)
         })
     );
     assert_eq!(
         log.push(Revision(7), entry(1), now),
-        Err(Error::LogGap {
+        Err(LogGap {
             expected: Revision(8),
             got: Revision(7)
         })
