@@ -1,4 +1,4 @@
-//! The single-writer state: dedupe, relist diffs, revisions, snapshots and the log.
+//! The single-writer state: dedupe, relist diffs, revisions and snapshots.
 //!
 //! One owner (the writer task) holds the `Store` and feeds it `Batch`es; `commit` compares each
 //! write against the stored content, applies only real changes, and assigns the next `Revision`
