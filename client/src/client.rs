@@ -10,8 +10,9 @@ use std::time::Duration;
 
 use cattail_proto::DEFAULT_MAX_MESSAGE_BYTES;
 
-use crate::connection::Backoff;
 use crate::connection::endpoints::normalise_endpoint;
+use crate::connection::{self, Backoff, Error, EventStream, Result, Settings};
+use crate::subscription::Subscription;
 
 /// How long a TCP and HTTP/2 connect may take unless configured.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -27,7 +28,7 @@ pub const DEFAULT_ACK_INTERVAL: Duration = Duration::from_millis(250);
 ///
 /// ```
 /// use cattail_client::Client;
-/// let client = Client::new(["http://cattail.cattail-system:7443"])
+/// let client = Client::new(["http://cattail.cattail-system:5473"])
 ///     .agent_id("agent-x7k2p")
 ///     .node_name("node-1");
 /// assert!(!client.is_direct());
@@ -67,7 +68,7 @@ impl Default for Client {
 }
 
 impl Client {
-    /// A cattail client for these server endpoints: URIs such as `http://10.0.0.5:7443`, or
+    /// A cattail client for these server endpoints: URIs such as `http://10.0.0.5:5473`, or
     /// `host:port`, which means `http://host:port`.
     pub fn new<I, S>(endpoints: I) -> Self
     where
@@ -169,6 +170,36 @@ impl Client {
     #[must_use]
     pub fn endpoint_list(&self) -> &[String] {
         &self.endpoints
+    }
+
+    /// Opens one cattail stream for several subscriptions and returns its events, tagged with
+    /// their resource. Every subscription must name its resource explicitly.
+    ///
+    /// Must be called within a Tokio runtime: it spawns the connection task.
+    ///
+    /// # Errors
+    /// A fatal [`Error`]: a direct client, no or invalid endpoints, a subscription without a
+    /// resource, or subscriptions that cannot make a valid `Hello`.
+    pub fn subscribe(&self, subscriptions: &[Subscription]) -> Result<EventStream> {
+        if self.is_direct() {
+            return Err(Error::DirectClient);
+        }
+        connection::open(self.settings(), subscriptions)
+    }
+
+    /// What the connection needs of this configuration.
+    fn settings(&self) -> Settings {
+        Settings {
+            endpoints: self.endpoints.clone(),
+            agent_id: self.agent_id.clone(),
+            node_name: self.node_name.clone(),
+            agent_version: self.agent_version.clone(),
+            backoff: self.backoff.clone(),
+            max_message_bytes: self.max_message_bytes,
+            connect_timeout: self.connect_timeout,
+            welcome_timeout: self.welcome_timeout,
+            ack_interval: self.ack_interval,
+        }
     }
 }
 

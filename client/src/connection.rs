@@ -7,6 +7,9 @@
 //! the next endpoint (or one it suggested) is tried at once, until every endpoint refused.
 //!
 //! Dropping the [`EventStream`] stops the task, whatever it is doing.
+//!
+//! This module knows nothing of [`crate::Client`]: the client hands it a [`Settings`] and the
+//! subscriptions ([`open`]), so configuration depends on the connection and not the reverse.
 
 pub(crate) mod backoff;
 pub(crate) mod endpoints;
@@ -28,7 +31,6 @@ use self::backoff::{BackoffState, random_u64};
 use self::endpoints::{EndpointRotation, TRY_ENDPOINTS_METADATA};
 pub use self::error::{Error, Result};
 use self::stream::{StreamEnd, run_stream};
-use crate::client::Client;
 use crate::projected::SubscriptionEvent;
 use crate::session::{Session, SessionConfig};
 use crate::subscription::Subscription;
@@ -69,63 +71,81 @@ impl Stream for EventStream {
     }
 }
 
-impl Client {
-    /// Opens one cattail stream for several subscriptions and returns its events, tagged with
-    /// their resource. Every subscription must name its resource explicitly.
-    ///
-    /// Must be called within a Tokio runtime: it spawns the connection task.
-    ///
-    /// # Errors
-    /// A fatal [`Error`]: a direct client, no or invalid endpoints, a subscription without a
-    /// resource, or subscriptions that cannot make a valid `Hello`.
-    pub fn subscribe(&self, subscriptions: &[Subscription]) -> Result<EventStream> {
-        if self.is_direct() {
-            return Err(Error::DirectClient);
-        }
-        if self.endpoints.is_empty() {
-            return Err(Error::NoEndpoints);
-        }
-        for endpoint in &self.endpoints {
-            tonic::transport::Endpoint::from_shared(endpoint.clone()).map_err(|source| {
-                Error::InvalidEndpoint {
-                    endpoint: endpoint.clone(),
-                    source,
-                }
-            })?;
-        }
-        let resolved = subscriptions
-            .iter()
-            .map(|subscription| subscription.resolve(None).ok_or(Error::MissingResource))
-            .collect::<Result<Vec<_>>>()?;
-        let session = Session::new(SessionConfig {
-            agent_id: self.agent_id.clone(),
-            node_name: self.node_name.clone(),
-            agent_version: self.agent_version.clone(),
-            subscriptions: resolved,
-            max_payload_bytes: self.max_message_bytes,
-        })
-        .map_err(Error::Config)?;
-        let (sender, receiver) = mpsc::channel(EVENT_BUFFER);
-        let stop = CancellationToken::new();
-        let span = tracing::info_span!("cattail_connection", agent_id = %self.agent_id);
-        tokio::spawn(drive(self.clone(), session, sender, stop.clone()).instrument(span));
-        Ok(EventStream {
-            receiver,
-            pending: VecDeque::new(),
-            _stop: stop.drop_guard(),
-        })
+/// Everything a connection needs to know about the agent and its streams.
+#[derive(Clone, Debug)]
+pub(crate) struct Settings {
+    /// Server endpoints, as URIs.
+    pub(crate) endpoints: Vec<String>,
+    /// `Hello.agent_id`.
+    pub(crate) agent_id: String,
+    /// `Hello.node_name`.
+    pub(crate) node_name: String,
+    /// `Hello.agent_version`.
+    pub(crate) agent_version: String,
+    /// The reconnect backoff.
+    pub(crate) backoff: Backoff,
+    /// The largest message, and decoded frame payload, accepted.
+    pub(crate) max_message_bytes: usize,
+    /// How long connecting to one endpoint may take.
+    pub(crate) connect_timeout: Duration,
+    /// How long to wait for the first message of a stream.
+    pub(crate) welcome_timeout: Duration,
+    /// The shortest time between two acks.
+    pub(crate) ack_interval: Duration,
+}
+
+/// Opens one cattail stream for several subscriptions and returns its events, tagged with
+/// their resource. Every subscription must name its resource explicitly.
+///
+/// Must be called within a Tokio runtime: it spawns the connection task.
+///
+/// # Errors
+/// A fatal [`Error`]: no or invalid endpoints, a subscription without a resource, or
+/// subscriptions that cannot make a valid `Hello`.
+pub(crate) fn open(settings: Settings, subscriptions: &[Subscription]) -> Result<EventStream> {
+    if settings.endpoints.is_empty() {
+        return Err(Error::NoEndpoints);
     }
+    for endpoint in &settings.endpoints {
+        tonic::transport::Endpoint::from_shared(endpoint.clone()).map_err(|source| {
+            Error::InvalidEndpoint {
+                endpoint: endpoint.clone(),
+                source,
+            }
+        })?;
+    }
+    let resolved = subscriptions
+        .iter()
+        .map(|subscription| subscription.resolve(None).ok_or(Error::MissingResource))
+        .collect::<Result<Vec<_>>>()?;
+    let session = Session::new(SessionConfig {
+        agent_id: settings.agent_id.clone(),
+        node_name: settings.node_name.clone(),
+        agent_version: settings.agent_version.clone(),
+        subscriptions: resolved,
+        max_payload_bytes: settings.max_message_bytes,
+    })
+    .map_err(Error::Config)?;
+    let (sender, receiver) = mpsc::channel(EVENT_BUFFER);
+    let stop = CancellationToken::new();
+    let span = tracing::info_span!("cattail_connection", agent_id = %settings.agent_id);
+    tokio::spawn(drive(settings, session, sender, stop.clone()).instrument(span));
+    Ok(EventStream {
+        receiver,
+        pending: VecDeque::new(),
+        _stop: stop.drop_guard(),
+    })
 }
 
 /// The connection task: streams, failures, backoff, until the application goes away.
 async fn drive(
-    client: Client,
+    settings: Settings,
     mut session: Session,
     events: mpsc::Sender<EventBatch>,
     stop: CancellationToken,
 ) {
-    let mut rotation = EndpointRotation::new(client.endpoints.clone(), random_u64());
-    let mut backoff = BackoffState::new(client.backoff.clone());
+    let mut rotation = EndpointRotation::new(settings.endpoints.clone(), random_u64());
+    let mut backoff = BackoffState::new(settings.backoff.clone());
     // Refusals by overloaded servers in a row: retried at once until every endpoint refused.
     let mut overloaded_in_a_row = 0usize;
     loop {
@@ -133,7 +153,7 @@ async fn drive(
             return;
         };
         let end = tokio::select! {
-            end = run_stream(&client, &endpoint, &mut session, &events) => end,
+            end = run_stream(&settings, &endpoint, &mut session, &events) => end,
             () = stop.cancelled() => return,
         };
         let (error, synced) = match end {

@@ -10,7 +10,7 @@
 //!
 //! # async fn agent() -> Result<(), cattail_client::watcher::Error> {
 //! // Direct mode instead: Client::direct(kube::Client::try_default().await?)
-//! let client = Client::new(["http://cattail.cattail-system:7443"]).node_name("node-1");
+//! let client = Client::new(["http://cattail.cattail-system:5473"]).node_name("node-1");
 //! let (pods, writer) = reflector::store::<Pod>();
 //! let events = watcher::<Pod>(client, Subscription::default().node_scoped())
 //!     .reflect(writer)

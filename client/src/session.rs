@@ -20,7 +20,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use cattail_proto::pb::{self, ServerMessage};
-use cattail_proto::{Digest, Epoch};
+use cattail_proto::{Digest, Epoch, Revision};
 use kube::runtime::watcher::Event;
 
 use self::cache::{CacheChange, ObjectCache, ObjectKey, StoredObject};
@@ -53,7 +53,7 @@ pub struct CompletePoint {
     /// The epoch of the server process the state came from.
     pub epoch: Epoch,
     /// The complete revision in that epoch.
-    pub revision: u64,
+    pub revision: Revision,
 }
 
 /// What applying one `ServerMessage` produced.
@@ -62,9 +62,9 @@ pub struct Applied {
     /// The events, in the order the application should see them.
     pub events: Vec<SubscriptionEvent>,
     /// The complete revision to acknowledge, when it moved.
-    pub ack: Option<u64>,
+    pub ack: Option<Revision>,
     /// The revision of a `Synced` in the message.
-    pub synced: Option<u64>,
+    pub synced: Option<Revision>,
 }
 
 /// The per-subscription state that survives reconnects.
@@ -231,10 +231,10 @@ impl Session {
         let mut applied = Applied::default();
         self.apply_frames(&mut link, decoded, &mut applied);
         if let Some(synced) = synced {
-            self.finish_resync(&mut link, synced.revision, &mut applied);
+            self.finish_resync(&mut link, Revision(synced.revision), &mut applied);
         }
         if let Some(heartbeat) = heartbeat {
-            self.apply_heartbeat(&link, heartbeat.head_revision);
+            self.apply_heartbeat(&link, Revision(heartbeat.head_revision));
         }
         self.link = Some(link);
         if self.complete != before {
@@ -287,7 +287,7 @@ impl Session {
 
     /// `Synced{revision}`: commits the staged resync, adopts the server's epoch and
     /// fingerprints on the stream's first `Synced`, and initialises new subscriptions.
-    fn finish_resync(&mut self, link: &mut Link, revision: u64, out: &mut Applied) {
+    fn finish_resync(&mut self, link: &mut Link, revision: Revision, out: &mut Applied) {
         if let Some(resync) = link.resync.take() {
             for (index, coverage) in resync.pairs {
                 let subscription = &mut self.subscriptions[index];
@@ -317,7 +317,7 @@ impl Session {
     }
 
     /// `Heartbeat{head}`: everything up to `head` has been delivered.
-    fn apply_heartbeat(&mut self, link: &Link, head: u64) {
+    fn apply_heartbeat(&mut self, link: &Link, head: Revision) {
         if !link.synced || link.resync.is_some() {
             return;
         }

@@ -104,7 +104,7 @@ pub fn resource_of<K>() -> cattail_proto::Result<Resource>
 where
     K: kube::Resource<DynamicType = ()>,
 {
-    Resource::new(K::group(&()), K::version(&()), K::plural(&()))
+    Resource::new(&K::group(&()), &K::version(&()), &K::plural(&()))
 }
 
 /// A subscription whose resource is known: what a session puts in its `Hello`.

@@ -98,7 +98,7 @@ pub fn dynamic_watcher(
         let api_resource = ApiResource {
             group: resource.group().to_owned(),
             version: resource.version().to_owned(),
-            api_version: resource.api_version(),
+            api_version: resource.api_version().to_owned(),
             // Not needed to list or watch; objects carry their own kind.
             kind: String::new(),
             plural: resource.plural().to_owned(),

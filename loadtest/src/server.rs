@@ -298,10 +298,10 @@ mod tests {
 
     #[test]
     fn metrics_are_summed_over_labels() {
-        let text = "# HELP x\ncattail_sent_bytes_total{resource=\"a\"} 10\ncattail_sent_bytes_total{resource=\"b\"} 5\ncattail_revision 7\n";
+        let text = "# HELP x\ncattail_sent_bytes_total{resource=\"a\"} 10\ncattail_sent_bytes_total{resource=\"b\"} 5\ncattail_head_revision 7\n";
         let m = parse_metrics(text);
         assert_eq!(m["cattail_sent_bytes_total"], 15.0);
-        assert_eq!(m["cattail_revision"], 7.0);
+        assert_eq!(m["cattail_head_revision"], 7.0);
     }
 
     #[test]

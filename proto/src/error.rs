@@ -69,6 +69,10 @@ pub enum Error {
     #[error("invalid epoch: it must be exactly 16 bytes, got {0}")]
     InvalidEpoch(usize),
 
+    /// An epoch in text form is not 32 hexadecimal digits.
+    #[error("invalid epoch {0:?}: write the 32 hexadecimal digits the server logs")]
+    InvalidEpochText(String),
+
     /// A frame names an encoding this build cannot produce or decode.
     #[error(
         "unsupported frame encoding {0}: this build handles ENCODING_PROTO (1) and \
@@ -154,6 +158,7 @@ impl Error {
             | Error::BucketCountMismatch { .. }
             | Error::DigestLengthMismatch { .. }
             | Error::InvalidEpoch(_)
+            | Error::InvalidEpochText(_)
             | Error::UnsupportedEncoding(_)
             | Error::UncompressedLengthMismatch { .. }
             | Error::Decompress { .. }

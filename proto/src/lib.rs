@@ -7,15 +7,14 @@
 //! - [`frame`]: payload encoding, bounded decoding, and pre-encoded `ServerMessage` pieces.
 //! - [`hello`]: the protocol checks on an agent's opening message.
 //! - [`resource`]: the `group/version/plural` resource names.
+//! - [`Epoch`], [`Revision`] and [`ObjectKey`]: the names of a server state and of an object,
+//!   shared by the server, the client and the load test.
 //!
 //! docs/PROTOCOL.md is the specification; this crate is its Rust implementation.
 
 #![warn(missing_docs)]
 
-use std::fmt;
 use std::time::Duration;
-
-use bytes::Bytes;
 
 /// The protobuf messages and gRPC service of package `cattail.v1`.
 #[path = "gen/cattail.v1.rs"]
@@ -27,11 +26,15 @@ pub mod digest;
 mod error;
 pub mod frame;
 pub mod hello;
+mod object;
 pub mod resource;
+mod revision;
 
 pub use digest::{DEFAULT_DIGEST_BUCKETS, Digest, MAX_DIGEST_BUCKETS};
 pub use error::{Error, Result};
+pub use object::ObjectKey;
 pub use resource::Resource;
+pub use revision::{EPOCH_LEN, Epoch, Revision};
 
 /// The protocol version this crate speaks: `Hello.protocol_version` and
 /// `Welcome.protocol_version`.
@@ -63,9 +66,6 @@ pub const DEFAULT_HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 /// for one frame.
 pub const AGENT_MAX_FRAME_BYTES: u32 = 128 * 1024;
 
-/// The length of an epoch on the wire, in bytes.
-pub const EPOCH_LEN: usize = 16;
-
 /// The `Limits` a server with the default configuration sends in its `Welcome`.
 #[must_use]
 pub fn default_limits() -> pb::Limits {
@@ -78,86 +78,9 @@ pub fn default_limits() -> pb::Limits {
     }
 }
 
-/// The 128-bit id a server process draws at start; `(epoch, revision)` names one exact state.
-///
-/// On the wire it is 16 bytes (`Welcome.epoch`, `Resume.epoch`); in logs, 32 lowercase hex
-/// digits. A `u128` converts big-endian, so `Epoch::from(1)` is fifteen zero bytes and a one.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Epoch([u8; EPOCH_LEN]);
-
-impl Epoch {
-    /// An epoch from its 16 bytes.
-    #[must_use]
-    pub const fn from_array(bytes: [u8; EPOCH_LEN]) -> Self {
-        Epoch(bytes)
-    }
-
-    /// An epoch from a wire field.
-    ///
-    /// # Errors
-    /// [`Error::InvalidEpoch`] unless `bytes` is exactly 16 bytes long.
-    pub fn from_slice(bytes: &[u8]) -> Result<Self> {
-        <[u8; EPOCH_LEN]>::try_from(bytes)
-            .map(Epoch)
-            .map_err(|_| Error::InvalidEpoch(bytes.len()))
-    }
-
-    /// The 16 bytes.
-    #[must_use]
-    pub const fn as_array(&self) -> &[u8; EPOCH_LEN] {
-        &self.0
-    }
-
-    /// The epoch as a wire field.
-    #[must_use]
-    pub fn to_bytes(&self) -> Bytes {
-        Bytes::copy_from_slice(&self.0)
-    }
-}
-
-impl From<u128> for Epoch {
-    fn from(value: u128) -> Self {
-        Epoch(value.to_be_bytes())
-    }
-}
-
-impl From<Epoch> for u128 {
-    fn from(epoch: Epoch) -> Self {
-        u128::from_be_bytes(epoch.0)
-    }
-}
-
-impl fmt::Display for Epoch {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:032x}", u128::from(*self))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn epochs_round_trip_through_the_wire_and_u128() {
-        let epoch = Epoch::from(0x0123_4567_89ab_cdef_0011_2233_4455_6677u128);
-        assert_eq!(epoch.to_string(), "0123456789abcdef0011223344556677");
-        assert_eq!(epoch.as_array()[0], 0x01);
-        assert_eq!(Epoch::from_slice(&epoch.to_bytes()).unwrap(), epoch);
-        assert_eq!(Epoch::from(1u128).to_string(), format!("{:032}", 1));
-        assert_eq!(u128::from(Epoch::from_array([0xff; 16])), u128::MAX);
-    }
-
-    #[test]
-    fn epochs_must_be_sixteen_bytes() {
-        assert!(matches!(
-            Epoch::from_slice(&[]),
-            Err(Error::InvalidEpoch(0))
-        ));
-        assert!(matches!(
-            Epoch::from_slice(&[0; 17]),
-            Err(Error::InvalidEpoch(17))
-        ));
-    }
 
     #[test]
     fn default_limits_match_the_documented_numbers() {

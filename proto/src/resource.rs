@@ -1,11 +1,14 @@
-//! [`Resource`]: the `group/version/plural` names that subscriptions, frames and digests use.
+//! [`Resource`]: the `group/version/plural` names that configs, subscriptions, frames and
+//! digests use, defined once for the server, the client and the load test.
 //!
 //! Parsing is strict and never normalises: a string that parses displays back byte for byte,
 //! so the parsed form and the wire form can be used interchangeably as map keys. The core group
-//! is written without a group (`v1/pods`); every other group is written out in full.
+//! is written without a group (`v1/pods`); every other group is written out in full. A parsed
+//! resource is one `Arc<str>`: the server clones it into every store map entry and log entry.
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use crate::{Error, Result};
 
@@ -18,12 +21,18 @@ const MAX_SUBDOMAIN_LEN: usize = 253;
 ///
 /// Invariants, checked on construction:
 /// - `group` is empty (the core group) or a lowercase DNS subdomain (RFC 1123);
-/// - `version` and `plural` are lowercase DNS labels that start with a letter (RFC 1035).
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// - `version` and `plural` are lowercase DNS labels that start with a letter (RFC 1035), the
+///   rule Kubernetes applies to a CRD's versions: `v1`, `v2beta3`, `v1alpha` and `stable` all
+///   pass.
+///
+/// Ordering, equality and hashing are those of the text. Cloning copies one `Arc`.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Resource {
-    group: String,
-    version: String,
-    plural: String,
+    text: Arc<str>,
+    /// Length of the group part; 0 for the core group.
+    group_len: usize,
+    /// Byte offset where the plural starts.
+    plural_start: usize,
 }
 
 impl Resource {
@@ -31,29 +40,40 @@ impl Resource {
     ///
     /// # Errors
     /// [`Error::InvalidResource`] if a part breaks the rules in the type's documentation.
-    pub fn new(
-        group: impl Into<String>,
-        version: impl Into<String>,
-        plural: impl Into<String>,
-    ) -> Result<Self> {
-        let resource = Resource {
-            group: group.into(),
-            version: version.into(),
-            plural: plural.into(),
+    pub fn new(group: &str, version: &str, plural: &str) -> Result<Self> {
+        let text = if group.is_empty() {
+            format!("{version}/{plural}")
+        } else {
+            format!("{group}/{version}/{plural}")
         };
         let invalid = |reason: String| Error::InvalidResource {
-            resource: resource.to_string(),
+            resource: text.clone(),
             reason,
         };
-        if !resource.group.is_empty() {
-            check_subdomain(&resource.group)
-                .map_err(|why| invalid(format!("the group {:?} {why}", resource.group)))?;
+        if !group.is_empty() {
+            check_subdomain(group).map_err(|why| {
+                invalid(format!(
+                    "the group {group:?} {why}; use a lowercase DNS name like \"apps\""
+                ))
+            })?;
         }
-        check_label(&resource.version)
-            .map_err(|why| invalid(format!("the version {:?} {why}", resource.version)))?;
-        check_label(&resource.plural)
-            .map_err(|why| invalid(format!("the plural {:?} {why}", resource.plural)))?;
-        Ok(resource)
+        check_label(version).map_err(|why| {
+            invalid(format!(
+                "the version {version:?} {why}; use the version the API server serves, like \
+                 \"v1\", \"v1beta1\" or a CRD's \"stable\""
+            ))
+        })?;
+        check_label(plural).map_err(|why| {
+            invalid(format!(
+                "the plural {plural:?} {why}; use the lowercase plural name the API server \
+                 serves, like \"pods\""
+            ))
+        })?;
+        Ok(Resource {
+            group_len: group.len(),
+            plural_start: text.len() - plural.len(),
+            text: Arc::from(text),
+        })
     }
 
     /// Parses `version/plural` (core group) or `group/version/plural`.
@@ -72,8 +92,8 @@ impl Resource {
             ["", _, _] => Err(invalid(
                 "the group is empty; core-group resources have no group part",
             )),
-            [version, plural] => Resource::new("", *version, *plural),
-            [group, version, plural] => Resource::new(*group, *version, *plural),
+            [version, plural] => Resource::new("", version, plural),
+            [group, version, plural] => Resource::new(group, version, plural),
             _ => Err(invalid(&format!(
                 "it has {} parts separated by '/', expected 2 or 3",
                 parts.len()
@@ -81,47 +101,57 @@ impl Resource {
         }
     }
 
+    /// The whole `group/version/plural` text, as on the wire.
+    #[must_use]
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
     /// The API group; empty for the core group.
     #[must_use]
     pub fn group(&self) -> &str {
-        &self.group
+        &self.text[..self.group_len]
     }
 
     /// The API version, such as `v1`.
     #[must_use]
     pub fn version(&self) -> &str {
-        &self.version
+        let start = if self.group_len == 0 {
+            0
+        } else {
+            self.group_len + 1
+        };
+        &self.text[start..self.plural_start - 1]
     }
 
     /// The plural resource name, such as `pods`.
     #[must_use]
     pub fn plural(&self) -> &str {
-        &self.plural
+        &self.text[self.plural_start..]
     }
 
     /// True for the core (legacy, empty-named) API group.
     #[must_use]
     pub fn is_core(&self) -> bool {
-        self.group.is_empty()
+        self.group_len == 0
     }
 
     /// The `apiVersion` of this resource's objects: `v1` for the core group, else `group/version`.
     #[must_use]
-    pub fn api_version(&self) -> String {
-        if self.is_core() {
-            self.version.clone()
-        } else {
-            format!("{}/{}", self.group, self.version)
-        }
+    pub fn api_version(&self) -> &str {
+        &self.text[..self.plural_start - 1]
     }
 }
 
 impl fmt::Display for Resource {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if !self.is_core() {
-            write!(f, "{}/", self.group)?;
-        }
-        write!(f, "{}/{}", self.version, self.plural)
+        f.write_str(&self.text)
+    }
+}
+
+impl fmt::Debug for Resource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Resource({:?})", &*self.text)
     }
 }
 
@@ -138,6 +168,35 @@ impl TryFrom<&str> for Resource {
 
     fn try_from(s: &str) -> Result<Self> {
         Resource::parse(s)
+    }
+}
+
+impl TryFrom<String> for Resource {
+    type Error = Error;
+
+    fn try_from(s: String) -> Result<Self> {
+        Resource::parse(&s)
+    }
+}
+
+impl From<Resource> for String {
+    fn from(r: Resource) -> Self {
+        r.text.to_string()
+    }
+}
+
+#[cfg(feature = "serde")]
+impl serde::Serialize for Resource {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(&self.text)
+    }
+}
+
+#[cfg(feature = "serde")]
+impl<'de> serde::Deserialize<'de> for Resource {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        Self::parse(&text).map_err(serde::de::Error::custom)
     }
 }
 

@@ -8,7 +8,6 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::Router;
 use axum::extract::State;
@@ -61,22 +60,7 @@ pub fn metrics_handle() -> PrometheusHandle {
         .clone()
 }
 
-/// Whether the server is in sync: shared between the writer (which sets it) and the probes.
-#[derive(Clone, Debug, Default)]
-pub struct SyncStatus(Arc<AtomicBool>);
-
-impl SyncStatus {
-    /// Marks every resource as listed (or not).
-    pub fn set(&self, in_sync: bool) {
-        self.0.store(in_sync, Ordering::Relaxed);
-        metrics::gauge!("cattail_in_sync").set(if in_sync { 1.0 } else { 0.0 });
-    }
-
-    /// Whether every resource has completed its first list.
-    pub fn get(&self) -> bool {
-        self.0.load(Ordering::Relaxed)
-    }
-}
+pub use crate::fanout::SyncStatus;
 
 /// What `/status` shows: produced on request by the server.
 pub type StatusFn = Arc<dyn Fn() -> serde_json::Value + Send + Sync>;

@@ -7,7 +7,6 @@
 
 mod field_path;
 mod profiles;
-mod resource;
 #[cfg(test)]
 mod tests;
 
@@ -15,9 +14,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use cattail_proto::Resource;
 pub use field_path::{FieldPath, FieldPathError, MAX_PATH_BYTES, MAX_SEGMENTS, Segment};
 pub use profiles::{default_for, default_resources};
-pub use resource::{Resource, ResourceError};
 
 /// At most this many resources in one config.
 pub const MAX_RESOURCES: usize = 64;

@@ -10,29 +10,33 @@
 //! coalesced, or a resync once it has fallen off the log. Memory per agent is one message.
 
 mod batch;
+mod blocking;
 mod catchup;
 mod digests;
 mod encode;
 mod hello;
 mod hub;
+mod log;
 mod message;
 mod metrics;
+mod resources;
 mod resume;
 mod sender;
 mod snapshot;
+mod sync;
 #[cfg(test)]
 mod tests;
 mod topics;
 
 use std::time::Duration;
 
-use crate::config::Resource;
-use crate::store::LogLimits;
-
 pub use hub::{Hub, HubStats};
+pub use log::{Log, LogEntry, LogItem, LogLimits};
 pub use message::OutgoingMessage;
 pub use metrics::describe_metrics;
+pub use resources::ResourceInfo;
 pub use sender::{AgentSender, InboundError, Outbound, Outgoing};
+pub use sync::SyncStatus;
 
 /// Why an agent's stream ended, or why a hub operation failed. The gRPC edge turns each into a
 /// `tonic::Status` in one function (`grpc::status`).
@@ -93,18 +97,6 @@ pub enum Error {
 
 /// Result alias for this module.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
-
-/// One served resource, as the hub and `Welcome.resources` describe it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ResourceInfo {
-    /// The resource, like `v1/pods`.
-    pub resource: Resource,
-    /// The projection fingerprint: agents trust a digest only when it matches.
-    pub fingerprint: u64,
-    /// The field that scopes objects to a node (`spec.nodeName`), or `None`: agents can
-    /// subscribe node-scoped only where it is set.
-    pub scope_field: Option<String>,
-}
 
 /// The fan-out's settings. Every field has a default; [`FanoutConfig::validate`] checks them,
 /// and [`Hub::new`] replaces invalid values by their defaults (with a warning).

@@ -2,8 +2,8 @@
 //!
 //! This crate holds the cluster-independent core: [`config`] (the YAML file and typed config),
 //! [`k8s::project`] (projection of API objects to canonical JSON bytes) and [`store`] (the
-//! single-writer state with dedupe, relist diffs, revisions, the bounded log and snapshots),
-//! [`fanout`] (frames encoded once, the log of them, digests and one sender per agent) and
+//! single-writer state with dedupe, relist diffs, revisions and snapshots),
+//! [`fanout`] (frames encoded once, the bounded log of them, digests and one sender per agent) and
 //! [`grpc`] (the `cattail.v1.Sync` and health services). Lower modules never import higher
 //! ones: `config` <- `store` <- `k8s`, and `store` <- `fanout` <- `grpc`. [`writer`] (the single
 //! task that changes the store) and [`serve`] (everything wired together) sit on top; the

@@ -17,11 +17,11 @@ use tracing::Instrument;
 
 use crate::admin::{self, StatusFn, SyncStatus};
 use crate::config::ServerConfig;
-use crate::fanout::{FanoutConfig, Hub, ResourceInfo};
+use crate::fanout::{FanoutConfig, Hub, LogLimits, ResourceInfo};
 use crate::grpc::{self, GrpcConfig};
 use crate::k8s::project;
 use crate::k8s::watch::{self, WatchConfig, WatchHealth};
-use crate::store::{LogLimits, Store};
+use crate::store::Store;
 use crate::writer::Writer;
 
 /// Everything `serve` needs besides the client and the sockets.
@@ -59,7 +59,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub struct ServerHandle {
     /// The fan-out hub.
     pub hub: Hub,
-    /// Whether every resource has completed its first list.
+    /// Whether every resource has completed its first list: the hub's own flag.
     pub sync: SyncStatus,
 }
 
@@ -97,7 +97,7 @@ pub async fn serve(
         ..options.fanout.clone()
     };
     let hub = Hub::new(fanout, store.snapshot(), infos);
-    let sync = SyncStatus::default();
+    let sync = hub.sync_status();
     let handle = ServerHandle {
         hub: hub.clone(),
         sync: sync.clone(),
@@ -127,12 +127,7 @@ pub async fn serve(
     }
     drop(tx);
 
-    let writer = Writer::new(
-        store,
-        hub.clone(),
-        sync.clone(),
-        config.store.batch_max_changes,
-    );
+    let writer = Writer::new(store, hub.clone(), config.store.batch_max_changes);
     let token = shutdown.clone();
     tasks.spawn(
         async move {

@@ -1,4 +1,4 @@
-//! The single-writer state: dedupe, relist diffs, revisions, snapshots and the log.
+//! The single-writer state: dedupe, relist diffs, revisions and snapshots.
 //!
 //! One owner (the writer task) holds the `Store` and feeds it `Batch`es; `commit` compares each
 //! write against the stored content, applies only real changes, and assigns the next `Revision`
@@ -6,7 +6,6 @@
 //! take) and `Published` batches. The store is plain synchronous code with no runtime in it.
 
 mod batch;
-mod log;
 mod object;
 mod revision;
 mod snapshot;
@@ -22,9 +21,9 @@ use imbl::OrdMap;
 use crate::config::Resource;
 
 pub use batch::{Batch, BatchCounters, Change, Published, ResourceChanges, ScopedChange};
-pub use log::{Log, LogEntry, LogItem, LogLimits};
+pub use cattail_proto::{Epoch, Revision};
 pub use object::{ObjectKey, ProjectedObject};
-pub use revision::{Epoch, EpochParseError, Revision};
+pub use revision::random_epoch;
 pub use snapshot::Snapshot;
 
 use state::ResourceState;
@@ -38,14 +37,6 @@ pub enum Error {
     /// `relist_apply` or `end_relist` was called without `begin_relist`.
     #[error("no relist of {0} is in progress: call begin_relist first")]
     NoRelist(Resource),
-    /// A log append skipped or repeated a revision.
-    #[error("log expected revision {expected} next but got {got}")]
-    LogGap {
-        /// The revision after the log's head.
-        expected: Revision,
-        /// The revision offered.
-        got: Revision,
-    },
 }
 
 /// Result alias for this module.
@@ -68,7 +59,7 @@ pub struct Store {
 impl Store {
     /// An empty store at `Revision::ZERO` for these resources, with a fresh random epoch.
     pub fn new(resources: impl IntoIterator<Item = Resource>) -> Self {
-        Self::with_epoch(resources, Epoch::random())
+        Self::with_epoch(resources, random_epoch())
     }
 
     /// Like [`Store::new`] with a given epoch (for tests and reproducible tools).

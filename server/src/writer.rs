@@ -3,14 +3,14 @@
 //! It takes whatever the watchers have sent, up to `batch_max_changes`, as one batch: with no
 //! fixed delay when idle (latency stays low) and natural batching under load. Each commit that
 //! changes something gets the next revision and goes to the [`Hub`], which encodes it once for
-//! every agent. Once every resource has completed its first list, the server is in sync.
+//! every agent and exports the head revision. Once every resource has completed its first list,
+//! the server is in sync: the hub's flag, which the probes read too.
 //! Errors of one event (an unknown resource, an `InitApply` without `Init`) are logged and
 //! skipped: they never stop the writer.
 
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::admin::SyncStatus;
 use crate::fanout::Hub;
 use crate::k8s::watch::{WatchEvent, WatchInput};
 use crate::store::{Batch, BatchCounters, Store};
@@ -19,7 +19,6 @@ use crate::store::{Batch, BatchCounters, Store};
 pub struct Writer {
     store: Store,
     hub: Hub,
-    sync: SyncStatus,
     batch_max_changes: usize,
     /// The store's totals already counted in metrics.
     counted: BatchCounters,
@@ -27,11 +26,10 @@ pub struct Writer {
 
 impl Writer {
     /// A writer over `store`, publishing to `hub`.
-    pub fn new(store: Store, hub: Hub, sync: SyncStatus, batch_max_changes: usize) -> Self {
+    pub fn new(store: Store, hub: Hub, batch_max_changes: usize) -> Self {
         Writer {
             store,
             hub,
-            sync,
             batch_max_changes: batch_max_changes.max(1),
             counted: BatchCounters::default(),
         }
@@ -83,7 +81,6 @@ impl Writer {
     fn commit(&mut self, batch: Batch) {
         match self.store.commit(batch) {
             Ok(Some(published)) => {
-                metrics::gauge!("cattail_revision").set(published.revision.get() as f64);
                 self.hub.publish(&published, self.store.snapshot());
             }
             Ok(None) => {}
@@ -104,13 +101,12 @@ impl Writer {
 
     fn update_sync(&mut self) {
         let in_sync = self.store.all_synced();
-        if in_sync != self.sync.get() {
+        if in_sync != self.hub.in_sync() {
             tracing::info!(
                 in_sync,
                 revision = self.store.revision().get(),
                 "sync status"
             );
-            self.sync.set(in_sync);
             self.hub.set_in_sync(in_sync);
         }
     }

@@ -8,8 +8,8 @@ mod fanout_support;
 use std::collections::BTreeSet;
 
 use cattail_proto::pb::ResumeMode;
-use cattail_server::fanout::FanoutConfig;
-use cattail_server::store::{Batch, LogLimits};
+use cattail_server::fanout::{FanoutConfig, LogLimits};
+use cattail_server::store::Batch;
 use fanout_support::*;
 
 const BOTH: &[(&str, bool)] = &[("v1/pods", false), ("v1/namespaces", false)];

@@ -1,5 +1,6 @@
 //! The watchers against the real API server from testenv: discovery (CRDs included),
-//! projection of what the API server sends, and the relist after a 410 Gone.
+//! projection of what the API server sends, an object that cannot be projected, and the relist
+//! after a 410 Gone.
 
 #![allow(clippy::unwrap_used)] // tests fail loudly on purpose
 
@@ -165,4 +166,118 @@ async fn a_resource_that_is_not_served_is_retried_until_its_crd_exists() {
     // Discovery is retried every 5 s; the first list of the new resource is empty.
     let names = until_init_done(&mut rx).await;
     assert!(names.is_empty(), "{names:?}");
+}
+
+/// Receives events until `pick` returns something for one; fails the test after [`WAIT`].
+async fn next_matching<T>(
+    rx: &mut mpsc::Receiver<WatchInput>,
+    mut pick: impl FnMut(WatchEvent) -> Option<T>,
+    what: &str,
+) -> T {
+    timeout(WAIT, async {
+        loop {
+            if let Some(found) = pick(rx.recv().await.unwrap().event) {
+                break found;
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no {what} within {WAIT:?}"))
+}
+
+#[tokio::test]
+async fn an_update_that_cannot_be_projected_reaches_the_writer_as_a_delete() {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
+
+    let metrics = cattail_server::admin::metrics_handle();
+    let env = TestEnv::start().await.unwrap();
+    let client = env.client();
+    // A CRD served as `v1alpha` (a version the server config must accept), whose schema lets
+    // `spec.node` hold anything: the API server stores a number there, which the configured
+    // scope field cannot be. The real API server delivers it; no fake is needed.
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let crd = json!({
+        "metadata": {"name": "widgets.example.com"},
+        "spec": {"group": "example.com", "scope": "Namespaced",
+            "names": {"plural": "widgets", "singular": "widget", "kind": "Widget"},
+            "versions": [{"name": "v1alpha", "served": true, "storage": true,
+                "schema": {"openAPIV3Schema": {"type": "object",
+                    "x-kubernetes-preserve-unknown-fields": true}}}]}
+    });
+    crds.create(
+        &PostParams::default(),
+        &serde_json::from_value(crd).unwrap(),
+    )
+    .await
+    .unwrap();
+    let established = kube::runtime::wait::conditions::is_crd_established();
+    timeout(
+        WAIT,
+        kube::runtime::wait::await_condition(crds, "widgets.example.com", established),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let gvk = GroupVersionKind::gvk("example.com", "v1alpha", "Widget");
+    let widgets: Api<DynamicObject> =
+        Api::namespaced_with(client, "default", &ApiResource::from_gvk(&gvk));
+    let widget = json!({"apiVersion": "example.com/v1alpha", "kind": "Widget",
+        "metadata": {"name": "w1"}, "spec": {"node": "node-1"}});
+    widgets
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(widget).unwrap(),
+        )
+        .await
+        .unwrap();
+
+    let resource = "example.com/v1alpha/widgets";
+    let config = ResourceConfig::new(resource.parse().unwrap())
+        .with_scope(cattail_server::config::FieldPath::parse("spec.node").unwrap());
+    let (mut rx, _token) = start(&env, config, false);
+    assert_eq!(until_init_done(&mut rx).await, vec!["w1"]);
+
+    let set_node = |node: serde_json::Value| {
+        let widgets = widgets.clone();
+        async move {
+            let patch = json!({"spec": {"node": node}});
+            widgets
+                .patch("w1", &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+                .unwrap();
+        }
+    };
+    // The node becomes a number: agents must drop the object, not keep `node-1`.
+    set_node(json!(5)).await;
+    let deleted = next_matching(
+        &mut rx,
+        |event| match event {
+            WatchEvent::Delete(key) => Some(key),
+            WatchEvent::Apply(object) => panic!("served an unprojectable object: {object:?}"),
+            _ => None,
+        },
+        "delete",
+    )
+    .await;
+    assert_eq!(
+        (deleted.namespace.as_str(), deleted.name.as_str()),
+        ("default", "w1")
+    );
+    let rendered = metrics.render();
+    let counted = format!("cattail_projection_failures_total{{resource=\"{resource}\"}} 1");
+    assert!(rendered.contains(&counted), "{rendered}");
+
+    // Once it projects again, agents get it back with its new scope.
+    set_node(json!("node-2")).await;
+    let back = next_matching(
+        &mut rx,
+        |event| match event {
+            WatchEvent::Apply(object) => Some(object),
+            _ => None,
+        },
+        "apply",
+    )
+    .await;
+    assert_eq!(back.scope.as_deref(), Some("node-2"));
 }

@@ -113,13 +113,13 @@ mod tests {
     fn hints_come_first_then_the_rotation_carries_on() {
         let mut rotation = rotation(0);
         assert_eq!(take(&mut rotation, 1), ["http://a:1"]);
-        assert!(rotation.add_hints("http://a:1", " c:1, 10.0.0.9:7443 ,a:1,,"));
+        assert!(rotation.add_hints("http://a:1", " c:1, 10.0.0.9:5473 ,a:1,,"));
         assert!(!rotation.add_hints("http://a:1", "a:1, c:1"), "nothing new");
         assert_eq!(
             take(&mut rotation, 4),
             [
                 "http://c:1",
-                "http://10.0.0.9:7443",
+                "http://10.0.0.9:5473",
                 "http://b:1",
                 "http://c:1"
             ]
@@ -128,7 +128,7 @@ mod tests {
 
     #[test]
     fn endpoints_without_a_scheme_get_http() {
-        assert_eq!(normalise_endpoint("cattail:7443"), "http://cattail:7443");
+        assert_eq!(normalise_endpoint("cattail:5473"), "http://cattail:5473");
         assert_eq!(normalise_endpoint("https://x:1 "), "https://x:1");
     }
 

@@ -11,7 +11,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[non_exhaustive]
 pub enum Error {
     /// The client has no endpoints. Fatal.
-    #[error("no cattail server endpoints configured; give at least one, e.g. http://cattail:7443")]
+    #[error("no cattail server endpoints configured; give at least one, e.g. http://cattail:5473")]
     NoEndpoints,
 
     /// The client is a direct client, which has no cattail stream. Fatal.

@@ -13,8 +13,8 @@ use futures::{Stream, StreamExt, stream};
 use tokio::sync::{mpsc, watch};
 use tonic::transport::Endpoint;
 
+use super::Settings;
 use super::{Error, EventBatch};
-use crate::client::Client;
 use crate::session::Session;
 
 /// How one stream ended.
@@ -33,7 +33,7 @@ pub(crate) enum StreamEnd {
 
 /// Runs one stream to `endpoint` until it fails or the application goes away.
 pub(crate) async fn run_stream(
-    client: &Client,
+    settings: &Settings,
     endpoint: &str,
     session: &mut Session,
     events: &mpsc::Sender<EventBatch>,
@@ -43,16 +43,16 @@ pub(crate) async fn run_stream(
         synced: false,
     };
     let hello = session.begin_stream();
-    let channel = match connect(client, endpoint).await {
+    let channel = match connect(settings, endpoint).await {
         Ok(channel) => channel,
         Err(error) => return failed(error),
     };
     // gRPC compression stays off (the default): payloads are compressed once by the server.
     let mut grpc = SyncClient::new(channel)
-        .max_decoding_message_size(client.max_message_bytes)
-        .max_encoding_message_size(client.max_message_bytes);
+        .max_decoding_message_size(settings.max_message_bytes)
+        .max_encoding_message_size(settings.max_message_bytes);
     let (ack_sender, ack_receiver) = watch::channel(0);
-    let request = outgoing(hello, ack_receiver, client.ack_interval);
+    let request = outgoing(hello, ack_receiver, settings.ack_interval);
     let response = tokio::select! {
         response = grpc.watch(request) => response,
         () = events.closed() => return StreamEnd::Dropped,
@@ -66,7 +66,7 @@ pub(crate) async fn run_stream(
             });
         }
     };
-    let mut idle_limit = client.welcome_timeout;
+    let mut idle_limit = settings.welcome_timeout;
     let mut synced = false;
     loop {
         let next = tokio::select! {
@@ -101,9 +101,9 @@ pub(crate) async fn run_stream(
                     Ok(applied) => {
                         synced |= applied.synced.is_some();
                         if let Some(revision) = applied.ack {
-                            ack_sender.send_replace(revision);
+                            ack_sender.send_replace(revision.get());
                             metrics::gauge!("cattail_client_complete_revision")
-                                .set(revision as f64);
+                                .set(revision.get() as f64);
                         }
                         if !applied.events.is_empty() {
                             record_events(&applied.events);
@@ -124,13 +124,13 @@ pub(crate) async fn run_stream(
     }
 }
 
-async fn connect(client: &Client, endpoint: &str) -> Result<tonic::transport::Channel, Error> {
+async fn connect(settings: &Settings, endpoint: &str) -> Result<tonic::transport::Channel, Error> {
     let endpoint_config = Endpoint::from_shared(endpoint.to_owned())
         .map_err(|source| Error::InvalidEndpoint {
             endpoint: endpoint.to_owned(),
             source,
         })?
-        .connect_timeout(client.connect_timeout)
+        .connect_timeout(settings.connect_timeout)
         .tcp_nodelay(true)
         .max_frame_size(cattail_proto::AGENT_MAX_FRAME_BYTES);
     #[cfg(test)]

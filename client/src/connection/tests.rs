@@ -19,6 +19,7 @@ use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
 use tonic::{Request, Response, Status, Streaming};
 
 use super::*;
+use crate::client::Client;
 use crate::session::tests::{
     FrameSpec, NODE, NODES, PODS, frames, heartbeat, join, synced, welcome,
 };

@@ -9,24 +9,9 @@ use std::collections::BTreeMap;
 
 use bytes::Bytes;
 use cattail_proto::Digest;
+pub(crate) use cattail_proto::ObjectKey;
 
 use crate::projected::ProjectedObject;
-
-/// An object's key within its resource and scope, ordered by namespace, then name.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub(crate) struct ObjectKey {
-    pub(crate) namespace: String,
-    pub(crate) name: String,
-}
-
-impl ObjectKey {
-    pub(crate) fn new(namespace: impl Into<String>, name: impl Into<String>) -> Self {
-        ObjectKey {
-            namespace: namespace.into(),
-            name: name.into(),
-        }
-    }
-}
 
 /// What the cache holds for one key.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -5,6 +5,7 @@
 //! order. Because it runs before anything is applied, a bad message leaves the session exactly
 //! as it was, so the agent can reconnect and resume from a state that is still valid.
 
+use cattail_proto::Revision;
 use cattail_proto::frame::decode_payload;
 use cattail_proto::pb::{Frame, FramePayload, ResumeMode};
 
@@ -17,7 +18,7 @@ pub(crate) struct DecodedFrame {
     /// The index of the subscription it belongs to.
     pub(crate) subscription: usize,
     /// The frame's revision.
-    pub(crate) revision: u64,
+    pub(crate) revision: Revision,
     /// True for a frame of a resync.
     pub(crate) replace: bool,
     /// The digest buckets a replace frame covers; empty for the whole (resource, scope).
@@ -77,18 +78,18 @@ pub(crate) fn decode_frames(
             }
         } else {
             check_delta_order(&frame, link, resync_open, delta_floor, floor_is_strict)?;
-            delta_floor = Some(frame.revision);
+            delta_floor = Some(Revision(frame.revision));
             floor_is_strict = false;
         }
         let payload =
             decode_payload(&frame, max_payload_bytes).map_err(|source| Error::BadFrame {
                 resource: frame.resource.clone(),
-                revision: frame.revision,
+                revision: Revision(frame.revision),
                 source,
             })?;
         decoded.push(DecodedFrame {
             subscription: index,
-            revision: frame.revision,
+            revision: Revision(frame.revision),
             replace: frame.replace,
             replaced_buckets: frame.replaced_buckets,
             payload,
@@ -103,30 +104,31 @@ fn check_delta_order(
     frame: &Frame,
     link: &Link,
     resync_open: bool,
-    floor: Option<u64>,
+    floor: Option<Revision>,
     floor_is_strict: bool,
 ) -> Result<()> {
+    let revision = Revision(frame.revision);
     if resync_open {
         return Err(Error::DeltaDuringResync {
             resource: frame.resource.clone(),
-            revision: frame.revision,
+            revision,
         });
     }
     if !link.synced && link.mode != ResumeMode::Deltas {
         return Err(Error::DeltaBeforeSynced {
             resource: frame.resource.clone(),
-            revision: frame.revision,
+            revision,
         });
     }
     let backwards = match floor {
-        Some(floor) if floor_is_strict => frame.revision <= floor,
-        Some(floor) => frame.revision < floor,
+        Some(floor) if floor_is_strict => revision <= floor,
+        Some(floor) => revision < floor,
         None => false,
     };
     if backwards {
         return Err(Error::RevisionWentBack {
             resource: frame.resource.clone(),
-            revision: frame.revision,
+            revision,
             floor: floor.unwrap_or_default(),
         });
     }

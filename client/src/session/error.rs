@@ -2,6 +2,8 @@
 //! cannot follow. Every message error leaves the session unchanged and means "end this stream
 //! and reconnect"; the text names what the server did wrong.
 
+use cattail_proto::Revision;
+
 /// A `Result` whose error is the session's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -102,7 +104,7 @@ pub enum Error {
         /// `Frame.resource`.
         resource: String,
         /// `Frame.revision`.
-        revision: u64,
+        revision: Revision,
         /// What decoding reported.
         source: cattail_proto::Error,
     },
@@ -124,7 +126,7 @@ pub enum Error {
         /// `Frame.resource`.
         resource: String,
         /// `Frame.revision`.
-        revision: u64,
+        revision: Revision,
     },
 
     /// A delta frame arrived before the first `Synced` of a snapshot or digest catch-up.
@@ -136,7 +138,7 @@ pub enum Error {
         /// `Frame.resource`.
         resource: String,
         /// `Frame.revision`.
-        revision: u64,
+        revision: Revision,
     },
 
     /// A delta frame's revision is not past the complete revision or an earlier delta.
@@ -145,8 +147,8 @@ pub enum Error {
         /// `Frame.resource`.
         resource: String,
         /// `Frame.revision`.
-        revision: u64,
+        revision: Revision,
         /// The revision it should have exceeded.
-        floor: u64,
+        floor: Revision,
     },
 }

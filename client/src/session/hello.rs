@@ -68,7 +68,7 @@ impl Session {
             .collect();
         Some(pb::Resume {
             epoch: complete.epoch.to_bytes(),
-            revision: complete.revision,
+            revision: complete.revision.get(),
             digests,
         })
     }

@@ -1,5 +1,6 @@
 //! Session tests: hand-built `ServerMessage`s in, events, acks, caches and digests out.
 
+use cattail_proto::Revision;
 use cattail_proto::frame::{FrameHeader, encode_frame};
 use cattail_proto::pb::{Encoding, FramePayload, ObjectKey as PbKey, ResumeMode, Upsert};
 use prost::Message;
@@ -323,14 +324,14 @@ fn the_first_sync_emits_init_init_apply_and_init_done_per_subscription() {
             "v1/nodes init-done",
         ]
     );
-    assert_eq!(applied.synced, Some(10));
-    assert_eq!(applied.ack, Some(10));
+    assert_eq!(applied.synced, Some(Revision(10)));
+    assert_eq!(applied.ack, Some(Revision(10)));
     assert!(session.is_synced());
     assert_eq!(
         session.complete(),
         Some(CompletePoint {
             epoch: epoch(1),
-            revision: 10
+            revision: Revision(10)
         })
     );
     assert_digests_consistent(&session);

@@ -117,3 +117,28 @@ fn errors_tell_the_user_the_expected_form() {
     assert!(message.contains("\"pods\""), "{message}");
     assert!(message.contains("v1/pods"), "{message}");
 }
+
+#[test]
+fn any_version_kubernetes_serves_is_accepted() {
+    // A CRD's versions are DNS-1035 labels, not only `vN(alphaN|betaN)`.
+    for version in ["v1", "v2beta3", "v1alpha", "stable", "v1-preview"] {
+        let text = format!("example.com/{version}/widgets");
+        let resource = Resource::parse(&text).unwrap();
+        assert_eq!(resource.version(), version);
+        assert_eq!(resource.api_version(), format!("example.com/{version}"));
+        assert_eq!(resource.as_str(), text);
+    }
+    assert_refused(
+        "example.com/1/widgets",
+        "must start with a lowercase letter",
+    );
+    assert_refused("example.com/v1_1/widgets", "contains '_'");
+}
+
+#[test]
+fn clones_share_the_text() {
+    let pods = Resource::parse("v1/pods").unwrap();
+    let clone = pods.clone();
+    assert!(std::ptr::eq(pods.as_str(), clone.as_str()));
+    assert_eq!(format!("{clone:?}"), "Resource(\"v1/pods\")");
+}

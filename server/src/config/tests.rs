@@ -287,9 +287,8 @@ fn resource_names() {
         "a/b/c/d",
         "v1/Pods",
         "V1/pods",
-        "v0/pods",
-        "v1beta/pods",
-        "v1gamma1/pods",
+        "v 1/pods",
+        "1/pods",
         "Apps/v1/deployments",
         "apps./v1/deployments",
         "v1/-pods",
@@ -298,14 +297,28 @@ fn resource_names() {
     ] {
         assert!(Resource::parse(bad).is_err(), "accepted {bad:?}");
     }
-    assert!(matches!(
-        Resource::parse("v1/Pods"),
-        Err(ResourceError::Plural { .. })
-    ));
-    assert!(matches!(
-        Resource::parse("x_y/v1/pods"),
-        Err(ResourceError::Group { .. })
-    ));
+    // The message names the part that is wrong and what to write instead.
+    let plural = Resource::parse("v1/Pods").unwrap_err().to_string();
+    assert!(plural.contains("the plural \"Pods\""), "{plural}");
+    let group = Resource::parse("x_y/v1/pods").unwrap_err().to_string();
+    assert!(group.contains("the group \"x_y\""), "{group}");
+}
+
+#[test]
+fn crd_versions_that_are_not_vn_alpha_beta_are_configurable() {
+    // Kubernetes allows any DNS-1035 label as a CRD version; agents can subscribe to these,
+    // so the server must be able to serve them.
+    let yaml = "resources:\n\
+                - resource: example.com/stable/widgets\n\
+                - resource: example.com/v1alpha/gadgets\n\
+                - resource: example.com/v1beta/gizmos\n";
+    let config = ServerConfig::from_yaml_str(yaml).unwrap();
+    let versions: Vec<&str> = config
+        .resources
+        .iter()
+        .map(|r| r.resource.version())
+        .collect();
+    assert_eq!(versions, ["stable", "v1alpha", "v1beta"]);
 }
 
 #[test]

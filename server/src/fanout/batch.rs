@@ -11,12 +11,13 @@ use std::collections::HashMap;
 use cattail_proto::frame::FrameHeader;
 use cattail_proto::pb::FramePayload;
 
-use crate::store::{Change, LogEntry, Published, ScopedChange};
+use crate::store::{Change, Published, ScopedChange};
 
 use super::Result;
 use super::encode::{self, Encoded, FrameEncoder};
-use super::hub::ResourceEntry;
+use super::log::LogEntry;
 use super::message::Piece;
+use super::resources::ResourceInfo;
 
 /// The frames of one resource in one batch.
 #[derive(Debug)]
@@ -49,22 +50,22 @@ impl EncodedBatch {
     /// Encodes `published` for the hub's `resources` (in hub order).
     pub(crate) fn encode(
         published: &Published,
-        resources: &[ResourceEntry],
+        resources: &[ResourceInfo],
         encoder: &mut FrameEncoder,
     ) -> Result<(Self, BatchStats)> {
         let time = encode::unix_nanos(published.time);
         let mut stats = BatchStats::default();
         let mut size = 0;
         let mut encoded = Vec::with_capacity(resources.len());
-        for entry in resources {
-            let changes = published.changes(&entry.info.resource);
+        for info in resources {
+            let changes = published.changes(&info.resource);
             if changes.is_empty() {
                 encoded.push(None);
                 continue;
             }
             let header = |scope: &str| FrameHeader {
                 revision: published.revision.get(),
-                resource: entry.info.resource.as_str().to_owned(),
+                resource: info.resource.as_str().to_owned(),
                 scope: scope.to_owned(),
                 replace: false,
                 publish_time_unix_nanos: time,
@@ -75,7 +76,7 @@ impl EncodedBatch {
             stats.bytes.add(sizes);
             size += all.len();
             let mut scopes = HashMap::new();
-            if entry.info.scope_field.is_some() {
+            if info.scope_field.is_some() {
                 for (scope, payload) in scoped_payloads(changes) {
                     let (piece, sizes) = encoder.piece(header(scope), &payload, true)?;
                     stats.frames += 1;

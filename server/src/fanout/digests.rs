@@ -12,7 +12,7 @@ use cattail_proto::digest::{entry_hash, key_hash};
 
 use crate::store::{Change, ObjectKey, ProjectedObject, Published, Snapshot};
 
-use super::hub::ResourceEntry;
+use super::resources::ResourceInfo;
 
 /// One XOR into one resource's digest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,13 +32,13 @@ impl Digests {
     /// The digests of everything in `snapshot`, with `buckets` buckets each.
     pub(crate) fn from_snapshot(
         snapshot: &Snapshot,
-        resources: &[ResourceEntry],
+        resources: &[ResourceInfo],
         buckets: u32,
     ) -> Self {
         let per_resource = resources
             .iter()
-            .map(|entry| {
-                let objects = snapshot.objects(&entry.info.resource);
+            .map(|info| {
+                let objects = snapshot.objects(&info.resource);
                 digest_of(objects.into_iter().flatten(), buckets)
             })
             .collect();
@@ -50,11 +50,11 @@ impl Digests {
     pub(crate) fn toggles(
         published: &Published,
         previous: &Snapshot,
-        resources: &[ResourceEntry],
+        resources: &[ResourceInfo],
     ) -> Vec<Toggle> {
         let mut toggles = Vec::new();
-        for (index, entry) in resources.iter().enumerate() {
-            let resource = &entry.info.resource;
+        for (index, info) in resources.iter().enumerate() {
+            let resource = &info.resource;
             for change in published.changes(resource) {
                 let (namespace, name) = (change.namespace(), change.name());
                 let key = key_hash(namespace, name);

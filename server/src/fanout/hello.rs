@@ -8,17 +8,8 @@ use cattail_proto::hello::{check_served, validate_hello};
 use cattail_proto::pb::{Encoding, Hello, Resume};
 use prost::Message;
 
-use super::hub::Shared;
-use super::{Error, Result};
-
-/// One subscription, resolved against the hub.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Subscription {
-    /// The hub index of the resource.
-    pub(crate) index: usize,
-    /// The node name for a node-scoped subscription, else empty.
-    pub(crate) scope: String,
-}
+use super::resources::{ServedResources, Subscription};
+use super::{Error, FanoutConfig, Result};
 
 /// An accepted Hello.
 #[derive(Debug, Clone)]
@@ -37,31 +28,31 @@ pub(crate) struct AgentHello {
     pub(crate) resume: Option<Resume>,
 }
 
-/// Checks `hello` against the protocol and this hub.
+/// Checks `hello` against the protocol, the limits in `config` and the `served` resources.
 ///
 /// # Errors
 /// [`Error::HelloTooLarge`] over `max_hello_bytes`; [`Error::Hello`] for a broken rule, an
 /// unknown resource or a node-scoped subscription to a resource without a scope field.
-pub(crate) fn accept(hello: Hello, shared: &Shared) -> Result<AgentHello> {
+pub(crate) fn accept(
+    hello: Hello,
+    config: &FanoutConfig,
+    served: &ServedResources,
+) -> Result<AgentHello> {
     let size = hello.encoded_len();
-    if size > shared.config.max_hello_bytes as usize {
+    if size > config.max_hello_bytes as usize {
         return Err(Error::HelloTooLarge {
             size,
-            limit: shared.config.max_hello_bytes,
+            limit: config.max_hello_bytes,
         });
     }
-    validate_hello(&hello, shared.config.max_subscriptions)?;
-    check_served(&hello, &shared.welcome_resources)?;
+    validate_hello(&hello, config.max_subscriptions)?;
+    check_served(&hello, served.welcome())?;
     let mut subscriptions = Vec::with_capacity(hello.subscriptions.len());
     for subscription in &hello.subscriptions {
-        let index = shared
-            .welcome_resources
-            .iter()
-            .position(|info| info.resource == subscription.resource)
-            .ok_or_else(|| {
-                // `check_served` has found it; this is only reachable through a bug.
-                Error::Encode(format!("{} vanished from the hub", subscription.resource))
-            })?;
+        let index = served.index_of(&subscription.resource).ok_or_else(|| {
+            // `check_served` has found it; this is only reachable through a bug.
+            Error::Encode(format!("{} vanished from the hub", subscription.resource))
+        })?;
         let scope = if subscription.node_scoped {
             hello.node_name.clone()
         } else {

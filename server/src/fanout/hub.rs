@@ -1,43 +1,40 @@
 //! [`Hub`]: the shared fan-out state — the log of encoded batches, the head snapshot, the
 //! digests and the snapshot cache — and the one writer's entry point, [`Hub::publish`].
 //!
-//! Readers (agent senders) take a `std` read lock only to clone `Arc`s and `Bytes`; they never
-//! hold it across an `.await`. The writer encodes outside the lock and takes the write lock
-//! only to append and swap. Senders learn of batches that concern them through their topics
-//! (`watch` channels per (resource, scope)), so a burst of publishes wakes each concerned sender
-//! once, and it then takes every batch since its cursor.
+//! Only this file touches the state. Readers get a [`HubView`]: a read lock held only to clone
+//! `Arc`s and `Bytes`, never across an `.await`. The writer encodes outside the lock and takes
+//! the write lock only to append and swap. Senders learn of batches that concern them through
+//! their topics (`watch` channels per (resource, scope)), so a burst of publishes wakes each
+//! concerned sender once, and it then takes every batch since its cursor.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Instant, SystemTime};
 
 use cattail_proto::Digest;
-use cattail_proto::pb;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::watch;
 
 use crate::config::Resource;
-use crate::store::{Epoch, Log, Published, Revision, Snapshot};
+use crate::store::{Epoch, Published, Revision, Snapshot};
 
 use super::batch::EncodedBatch;
+use super::blocking::BlockingPool;
 use super::digests::Digests;
 use super::encode;
-use super::snapshot::SnapshotCache;
+use super::log::{Log, LogItem};
+use super::resources::{ResourceInfo, ServedResources, Subscription};
+use super::snapshot::{ChunkContext, SnapshotCache};
+use super::sync::SyncStatus;
 use super::topics::{Interest, Topics};
-use super::{FanoutConfig, ResourceInfo, metrics};
+use super::{FanoutConfig, metrics};
 
-/// One served resource, at its hub index.
-#[derive(Debug, Clone)]
-pub(crate) struct ResourceEntry {
-    pub(crate) info: ResourceInfo,
-}
-
-/// Counts that tests and the status page read directly.
+/// Counts that tests and the status page read.
 #[derive(Debug, Default)]
-pub(crate) struct Counters {
-    pub(crate) snapshots_encoded: AtomicU64,
-    pub(crate) frames_encoded: AtomicU64,
-    pub(crate) plain_frames_derived: AtomicU64,
-    pub(crate) connected_agents: AtomicUsize,
+struct Counters {
+    snapshots_encoded: AtomicU64,
+    frames_encoded: AtomicU64,
+    plain_frames_derived: AtomicU64,
+    connected_agents: AtomicUsize,
 }
 
 /// A point-in-time view of the hub's counters.
@@ -61,62 +58,76 @@ pub struct HubStats {
 
 /// What the lock guards.
 #[derive(Debug)]
-pub(crate) struct HubState {
-    pub(crate) log: Log<Arc<EncodedBatch>>,
+struct HubState {
+    log: Log<Arc<EncodedBatch>>,
     /// The store's state at the log's head.
-    pub(crate) snapshot: Snapshot,
+    snapshot: Snapshot,
     /// When the head was published.
-    pub(crate) head_time: SystemTime,
-    pub(crate) digests: Digests,
+    head_time: SystemTime,
+    digests: Digests,
     /// The newest encoded snapshot, shared by agents that connect while it is fresh.
-    pub(crate) cache: Option<Arc<SnapshotCache>>,
+    cache: Option<Arc<SnapshotCache>>,
 }
 
 /// Everything behind a [`Hub`].
 #[derive(Debug)]
-pub(crate) struct Shared {
-    pub(crate) config: FanoutConfig,
-    pub(crate) epoch: Epoch,
-    pub(crate) resources: Vec<ResourceEntry>,
-    /// `Welcome.resources`, in hub order.
-    pub(crate) welcome_resources: Vec<pb::ResourceInfo>,
+struct Shared {
+    config: FanoutConfig,
+    epoch: Epoch,
+    resources: ServedResources,
     state: RwLock<HubState>,
     /// The newest published revision; stored (release) after `topics` are updated, so a
     /// sender that loads it (acquire) sees every topic update up to it.
     head: AtomicU64,
     /// Who to wake for a batch.
     topics: Topics,
-    in_sync: watch::Sender<bool>,
-    /// Permits for encodes on the blocking pool, one per core: a connect storm must not
-    /// start a thread per agent (each costs a stack and, with glibc, can add a malloc arena).
-    blocking: Arc<Semaphore>,
-    pub(crate) counters: Counters,
-}
-
-impl Shared {
-    /// Runs `work` on the blocking pool, at most one job per core at a time.
-    pub(crate) async fn run_blocking<R: Send + 'static>(
-        &self,
-        work: impl FnOnce() -> super::Result<R> + Send + 'static,
-    ) -> super::Result<R> {
-        let permit = Arc::clone(&self.blocking)
-            .acquire_owned()
-            .await
-            .map_err(|e| super::Error::Task(e.to_string()))?;
-        tokio::task::spawn_blocking(move || {
-            // Held until the work is done, even if the caller stops waiting.
-            let _permit = permit;
-            work()
-        })
-        .await
-        .map_err(|e| super::Error::Task(e.to_string()))?
-    }
+    sync: SyncStatus,
+    /// Where encodes too large for a runtime thread go.
+    pool: BlockingPool,
+    counters: Counters,
 }
 
 /// The fan-out's shared state; cheap to clone (one `Arc`).
 #[derive(Debug, Clone)]
 pub struct Hub {
-    pub(crate) shared: Arc<Shared>,
+    shared: Arc<Shared>,
+}
+
+/// The hub's state at one moment, read-only: what catch-up and resync plan from.
+///
+/// It holds the read lock: take it, read, drop it; never hold it across an `.await`.
+pub(crate) struct HubView<'a> {
+    state: RwLockReadGuard<'a, HubState>,
+}
+
+impl HubView<'_> {
+    /// The newest revision in the log.
+    pub(crate) fn head(&self) -> Revision {
+        self.state.log.head()
+    }
+
+    /// The batches after `from`, oldest first, or `None` once `from` has fallen off the log.
+    pub(crate) fn since(
+        &self,
+        from: Revision,
+    ) -> Option<impl Iterator<Item = &LogItem<Arc<EncodedBatch>>> + '_> {
+        self.state.log.since(from)
+    }
+
+    /// The store's snapshot at the head.
+    pub(crate) fn snapshot(&self) -> &Snapshot {
+        &self.state.snapshot
+    }
+
+    /// When the head was published.
+    pub(crate) fn head_time(&self) -> SystemTime {
+        self.state.head_time
+    }
+
+    /// The unscoped digest at the head of hub resource `index`.
+    pub(crate) fn digest(&self, index: usize) -> Option<&Digest> {
+        self.state.digests.get(index)
+    }
 }
 
 impl Hub {
@@ -128,25 +139,13 @@ impl Hub {
             tracing::warn!(%problem, "invalid fan-out setting replaced by its default");
         }
         let config = config.sanitized();
-        let resources: Vec<ResourceEntry> = resources
-            .into_iter()
-            .inspect(|info| {
-                if !initial.contains(&info.resource) {
-                    tracing::warn!(resource = %info.resource, "served resource is not in the store");
-                }
-            })
-            .map(|info| ResourceEntry { info })
-            .collect();
-        let welcome_resources = resources
-            .iter()
-            .map(|entry| pb::ResourceInfo {
-                resource: entry.info.resource.as_str().to_owned(),
-                fingerprint: entry.info.fingerprint,
-                scope_field: entry.info.scope_field.clone().unwrap_or_default(),
-                digest_buckets: config.digest_buckets,
-            })
-            .collect();
-        let digests = Digests::from_snapshot(&initial, &resources, config.digest_buckets);
+        for info in &resources {
+            if !initial.contains(&info.resource) {
+                tracing::warn!(resource = %info.resource, "served resource is not in the store");
+            }
+        }
+        let resources = ServedResources::new(resources, config.digest_buckets);
+        let digests = Digests::from_snapshot(&initial, resources.infos(), config.digest_buckets);
         let topics = Topics::new(resources.len(), initial.revision());
         let head = initial.revision();
         metrics::describe_metrics();
@@ -162,19 +161,15 @@ impl Hub {
                 epoch: state.snapshot.epoch(),
                 config,
                 resources,
-                welcome_resources,
                 state: RwLock::new(state),
                 head: AtomicU64::new(head.get()),
                 topics,
-                in_sync: watch::Sender::new(false),
-                blocking: Arc::new(Semaphore::new(
-                    std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
-                )),
+                sync: SyncStatus::default(),
+                pool: BlockingPool::per_core(),
                 counters: Counters::default(),
             }),
         }
     }
-
     /// Publishes a committed batch; `snapshot` is the store's snapshot right after the commit.
     ///
     /// Encodes the batch once per (resource, scope), appends it to the log, updates the digests
@@ -187,7 +182,7 @@ impl Hub {
         let previous = shared.read().snapshot.clone();
         // The writer's thread keeps its zstd context between batches.
         let encoded = encode::with_encoder(shared.config.zstd_level, |encoder| {
-            EncodedBatch::encode(published, &shared.resources, encoder)
+            EncodedBatch::encode(published, shared.resources.infos(), encoder)
         });
         let batch = match encoded {
             Ok((batch, stats)) => {
@@ -203,7 +198,7 @@ impl Hub {
                 None
             }
         };
-        let toggles = Digests::toggles(published, &previous, &shared.resources);
+        let toggles = Digests::toggles(published, &previous, shared.resources.infos());
         let revision = published.revision;
         let mut state = shared.write();
         let follows = revision == state.log.head().next();
@@ -225,7 +220,7 @@ impl Hub {
                 state.log = Log::new(shared.config.log, revision);
                 state.digests = Digests::from_snapshot(
                     &snapshot,
-                    &shared.resources,
+                    shared.resources.infos(),
                     shared.config.digest_buckets,
                 );
                 None
@@ -253,17 +248,22 @@ impl Hub {
     /// Says whether every resource has completed its first list. Until it is true, new agents
     /// wait before their Welcome (up to `sync_wait_timeout`); connected agents are kept.
     pub fn set_in_sync(&self, in_sync: bool) {
-        self.shared.in_sync.send_replace(in_sync);
+        self.shared.sync.set(in_sync);
     }
 
     /// Whether the hub serves new agents.
     pub fn in_sync(&self) -> bool {
-        *self.shared.in_sync.borrow()
+        self.shared.sync.get()
     }
 
     /// A receiver that sees every change of [`Hub::in_sync`].
     pub fn watch_in_sync(&self) -> watch::Receiver<bool> {
-        self.shared.in_sync.subscribe()
+        self.shared.sync.subscribe()
+    }
+
+    /// The in-sync flag itself, for the probes: the same flag the hub serves by.
+    pub fn sync_status(&self) -> SyncStatus {
+        self.shared.sync.clone()
     }
 
     /// The newest published revision.
@@ -283,10 +283,7 @@ impl Hub {
 
     /// The unscoped digest of `resource` at the head, if it is served.
     pub fn digest(&self, resource: &Resource) -> Option<Digest> {
-        let shared = &self.shared.resources;
-        let index = shared
-            .iter()
-            .position(|entry| &entry.info.resource == resource)?;
+        let index = self.shared.resources.index_of(resource.as_str())?;
         self.shared.read().digests.get(index).cloned()
     }
 
@@ -317,15 +314,47 @@ impl Hub {
             "log": {"batches": stats.log_batches, "bytes": stats.log_bytes, "oldest": oldest},
             "snapshots_encoded": stats.snapshots_encoded,
             "frames_encoded": stats.frames_encoded,
-            "resources": self.shared.welcome_resources.iter().map(|r| serde_json::json!({
+            "resources": self.shared.resources.welcome().iter().map(|r| serde_json::json!({
                 "resource": r.resource, "fingerprint": format!("{:016x}", r.fingerprint),
                 "scope_field": r.scope_field, "digest_buckets": r.digest_buckets,
             })).collect::<Vec<_>>(),
         })
     }
 
+    /// The served resources, in hub order.
+    pub(crate) fn resources(&self) -> &ServedResources {
+        &self.shared.resources
+    }
+
+    /// The state at this moment, read-only, under the read lock.
+    pub(crate) fn view(&self) -> HubView<'_> {
+        HubView {
+            state: self.shared.read(),
+        }
+    }
+
+    /// What encoding snapshot frames needs.
+    pub(crate) fn chunk_context(&self) -> ChunkContext<'_> {
+        ChunkContext {
+            resources: &self.shared.resources,
+            config: &self.shared.config,
+            pool: &self.shared.pool,
+            encoded: &self.shared.counters.snapshots_encoded,
+        }
+    }
+
+    /// The blocking pool, for per-agent encodes.
+    pub(crate) fn pool(&self) -> &BlockingPool {
+        &self.shared.pool
+    }
+
+    /// The counter of plain frames derived for agents without zstd.
+    pub(crate) fn plain_frames_derived(&self) -> &AtomicU64 {
+        &self.shared.counters.plain_frames_derived
+    }
+
     /// The topics of `subscriptions`, for a sender to wait on.
-    pub(crate) fn interest(&self, subscriptions: &[super::hello::Subscription]) -> Interest {
+    pub(crate) fn interest(&self, subscriptions: &[Subscription]) -> Interest {
         self.shared
             .topics
             .interest(subscriptions, || self.shared.read().log.head())
@@ -339,9 +368,7 @@ impl Hub {
 
     /// Waits until the hub is in sync.
     pub(crate) async fn wait_in_sync(&self) {
-        let mut in_sync = self.shared.in_sync.subscribe();
-        // The sender lives in `Shared`, which `self` keeps alive: this cannot fail.
-        let _ = in_sync.wait_for(|in_sync| *in_sync).await;
+        self.shared.sync.wait().await;
     }
 
     /// An encoded snapshot to resync an agent with: the current one if its revision is at least
@@ -405,7 +432,7 @@ impl Hub {
 }
 
 impl Shared {
-    pub(crate) fn read(&self) -> RwLockReadGuard<'_, HubState> {
+    fn read(&self) -> RwLockReadGuard<'_, HubState> {
         // A panic while holding the lock cannot leave the state half-written in a way readers
         // care about (each field is swapped whole), so a poisoned lock is still used.
         self.state.read().unwrap_or_else(PoisonError::into_inner)

@@ -11,8 +11,7 @@ use cattail_proto::pb::Resume;
 
 use crate::store::{Epoch, Revision};
 
-use super::hello::Subscription;
-use super::hub::ResourceEntry;
+use super::resources::{ResourceInfo, Subscription};
 
 /// How an agent is brought up to date.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,14 +37,14 @@ pub(crate) fn decide(
     epoch: Epoch,
     log_covers: impl FnOnce(Revision) -> bool,
     subscriptions: &[Subscription],
-    resources: &[ResourceEntry],
+    resources: &[ResourceInfo],
     bucket_count: u32,
 ) -> Decision {
     let Some(resume) = resume else {
         return Decision::Snapshot;
     };
     let from = Revision(resume.revision);
-    if resume.epoch.as_ref() == epoch.as_bytes().as_slice() && log_covers(from) {
+    if resume.epoch.as_ref() == epoch.as_array().as_slice() && log_covers(from) {
         return Decision::Deltas { from };
     }
     let digests: Vec<Option<Digest>> = subscriptions
@@ -63,15 +62,15 @@ pub(crate) fn decide(
 fn usable_digest(
     resume: &Resume,
     subscription: &Subscription,
-    resources: &[ResourceEntry],
+    resources: &[ResourceInfo],
     bucket_count: u32,
 ) -> Option<Digest> {
-    let entry = resources.get(subscription.index)?;
+    let info = resources.get(subscription.index)?;
     let theirs = resume
         .digests
         .iter()
-        .find(|d| d.resource == entry.info.resource.as_str())?;
-    let matches = theirs.fingerprint == entry.info.fingerprint
+        .find(|d| d.resource == info.resource.as_str())?;
+    let matches = theirs.fingerprint == info.fingerprint
         && theirs.bucket_count == bucket_count
         && theirs.scope == subscription.scope;
     // `validate_hello` has checked the digest's shape; a bad one is simply not usable here.

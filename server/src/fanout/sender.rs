@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::store::Revision;
 
-use super::catchup::{Plan, Step, heartbeat_piece, synced_piece};
+use super::catchup::{self, Plan, Step, heartbeat_piece, synced_piece};
 use super::hello::{self, AgentHello};
 use super::message::{MessageSplitter, OutgoingMessage};
 use super::metrics::{self, AgentMetrics};
@@ -123,7 +123,7 @@ where
 
     async fn serve(&mut self) -> Result<()> {
         let hello = self.read_hello().await?;
-        let mut agent = hello::accept(hello, &self.hub.shared)?;
+        let mut agent = hello::accept(hello, self.hub.config(), self.hub.resources())?;
         tracing::Span::current().record("agent_id", agent.agent_id.as_str());
         tracing::info!(
             agent_id = %agent.agent_id, node = %agent.node_name, version = %agent.agent_version,
@@ -164,23 +164,28 @@ where
 
     /// Sends the Welcome and brings the agent to a `Synced`; returns the agent's revision.
     async fn catch_up(&mut self, agent: &mut AgentHello) -> Result<Revision> {
-        let plan = self.hub.plan(agent);
+        let plan = catchup::plan(&self.hub, agent);
         // The plan holds what it needs of the digests: the agent keeps O(1) state from here.
         agent.resume = None;
         let agent = &*agent;
         let mut splitter = MessageSplitter::new(self.hub.config().target_message_bytes);
-        splitter.control(self.hub.welcome_piece(plan.head(), plan.mode()));
+        splitter.control(catchup::welcome_piece(&self.hub, plan.head(), plan.mode()));
         let hub = self.hub.clone();
         let revision = match plan {
             Plan::Snapshot { .. } => {
                 metrics::resync("snapshot", "connect");
                 let cache = hub.snapshot_cache(Revision::ZERO);
-                self.guarded(hub.add_snapshot_resync(agent, &cache, &mut splitter))
-                    .await?
+                self.guarded(catchup::add_snapshot_resync(
+                    &hub,
+                    agent,
+                    &cache,
+                    &mut splitter,
+                ))
+                .await?
             }
             Plan::Digest(plan) => {
                 metrics::resync("digest", "connect");
-                self.guarded(hub.add_digest_resync(agent, plan, &mut splitter))
+                self.guarded(catchup::add_digest_resync(&hub, agent, plan, &mut splitter))
                     .await?
             }
             Plan::Deltas { from, .. } => {
@@ -204,7 +209,7 @@ where
     ) -> Result<Revision> {
         let target = self.hub.config().target_message_bytes;
         loop {
-            match self.hub.next_deltas(agent, cursor) {
+            match catchup::next_deltas(&self.hub, agent, cursor) {
                 Step::UpToDate => break,
                 Step::Deltas {
                     message,
@@ -300,7 +305,7 @@ where
 
     /// Moves the agent towards the head by one message (or a resync).
     async fn deliver(&mut self, agent: &AgentHello, cursor: Revision) -> Result<Delivered> {
-        let delivered = match self.hub.next_deltas(agent, cursor) {
+        let delivered = match catchup::next_deltas(&self.hub, agent, cursor) {
             Step::UpToDate => Delivered {
                 cursor,
                 sent: false,
@@ -345,7 +350,12 @@ where
         let cache = hub.snapshot_cache(min_revision);
         let mut splitter = MessageSplitter::new(self.hub.config().target_message_bytes);
         let revision = self
-            .guarded(hub.add_snapshot_resync(agent, &cache, &mut splitter))
+            .guarded(catchup::add_snapshot_resync(
+                &hub,
+                agent,
+                &cache,
+                &mut splitter,
+            ))
             .await?;
         for message in splitter.finish() {
             self.send(message).await?;

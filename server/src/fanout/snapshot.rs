@@ -8,7 +8,7 @@
 //! uncompressed payload (one object larger than that gets a chunk of its own).
 
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
@@ -20,10 +20,11 @@ use tokio::time::Instant;
 use crate::config::Resource;
 use crate::store::{ProjectedObject, Revision, Snapshot};
 
+use super::blocking::BlockingPool;
 use super::encode::{self, Encoded, FrameEncoder};
-use super::hub::Shared;
 use super::message::Piece;
-use super::{Error, Result, metrics};
+use super::resources::ServedResources;
+use super::{Error, FanoutConfig, Result, metrics};
 
 /// A (resource, scope) of at most this many objects is encoded on the asking task's thread;
 /// a bigger one on the blocking pool.
@@ -34,6 +35,20 @@ pub(crate) type Chunks = Arc<Vec<Piece>>;
 
 /// Per (hub resource index, scope), the encoding of that pair, made once.
 type Entries = HashMap<(usize, String), Arc<OnceCell<Chunks>>>;
+
+/// What encoding a snapshot's frames needs from its surroundings: passed in by the hub, so
+/// this module depends on nothing above it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ChunkContext<'a> {
+    /// The served resources, to turn a hub index into a resource.
+    pub(crate) resources: &'a ServedResources,
+    /// `zstd_level` and `snapshot_chunk_bytes`.
+    pub(crate) config: &'a FanoutConfig,
+    /// Where a large encode runs.
+    pub(crate) pool: &'a BlockingPool,
+    /// Counts each (resource, scope) encoded.
+    pub(crate) encoded: &'a AtomicU64,
+}
 
 /// The snapshot at one revision and its encodings, made on demand.
 #[derive(Debug)]
@@ -80,7 +95,7 @@ impl SnapshotCache {
     /// first caller and shared with every other.
     pub(crate) async fn chunks(
         &self,
-        shared: &Shared,
+        context: ChunkContext<'_>,
         index: usize,
         scope: &str,
     ) -> Result<Chunks> {
@@ -90,12 +105,12 @@ impl SnapshotCache {
         };
         let chunks = cell
             .get_or_try_init(|| async {
-                let entry = shared
+                let info = context
                     .resources
                     .get(index)
                     .ok_or_else(|| Error::Encode(format!("no resource {index}")))?;
                 let snapshot = self.snapshot.clone();
-                let resource = entry.info.resource.clone();
+                let resource = info.resource.clone();
                 let scope = scope.to_owned();
                 let header = FrameHeader {
                     revision: self.revision.get(),
@@ -105,9 +120,9 @@ impl SnapshotCache {
                     publish_time_unix_nanos: encode::unix_nanos(self.time),
                     replaced_buckets: Vec::new(),
                 };
-                let inline = self.len(&entry.info.resource, &scope) <= INLINE_OBJECTS;
-                let level = shared.config.zstd_level;
-                let chunk_bytes = shared.config.snapshot_chunk_bytes;
+                let inline = self.len(&info.resource, &scope) <= INLINE_OBJECTS;
+                let level = context.config.zstd_level;
+                let chunk_bytes = context.config.snapshot_chunk_bytes;
                 let encode = move || {
                     encode::with_encoder(level, |encoder| {
                         let mut chunks = ReplaceChunks::new(encoder, header, chunk_bytes, true);
@@ -129,12 +144,9 @@ impl SnapshotCache {
                 let (pieces, sizes) = if inline {
                     encode()?
                 } else {
-                    shared.run_blocking(encode).await?
+                    context.pool.run(encode).await?
                 };
-                shared
-                    .counters
-                    .snapshots_encoded
-                    .fetch_add(1, Ordering::Relaxed);
+                context.encoded.fetch_add(1, Ordering::Relaxed);
                 metrics::snapshot_encoded(sizes);
                 Ok::<_, Error>(Arc::new(pieces))
             })

@@ -63,7 +63,7 @@ pub(super) struct Fixture {
 
 impl Fixture {
     pub(super) fn new(config: FanoutConfig) -> Self {
-        let store = Store::with_epoch([pods(), namespaces()], Epoch([7; 16]));
+        let store = Store::with_epoch([pods(), namespaces()], Epoch::from_array([7; 16]));
         let hub = Hub::new(config, store.snapshot(), infos());
         hub.set_in_sync(true);
         Self { store, hub }
@@ -85,7 +85,12 @@ impl Fixture {
 
     /// An accepted Hello for these subscriptions on `node`.
     pub(super) fn agent(&self, node: &str, subscriptions: &[(&str, bool)]) -> AgentHello {
-        hello::accept(hello(node, subscriptions), &self.hub.shared).unwrap()
+        hello::accept(
+            hello(node, subscriptions),
+            self.hub.config(),
+            self.hub.resources(),
+        )
+        .unwrap()
     }
 }
 
@@ -138,7 +143,7 @@ fn a_batch_gets_one_frame_per_resource_and_per_scope_it_touches() {
     batch.apply(&namespaces(), pod("ns", None, 1));
     let published = fixture.store.commit(batch).unwrap().unwrap();
     let mut encoder = FrameEncoder::new(3).unwrap();
-    let resources = &fixture.hub.shared.resources;
+    let resources = fixture.hub.resources().infos();
     let (encoded, stats) = EncodedBatch::encode(&published, resources, &mut encoder).unwrap();
     // pods: all, n1, n2; namespaces: all. Unscheduled p3 is in no scope.
     assert_eq!(stats.frames, 4);

@@ -25,7 +25,7 @@ use tokio_stream::wrappers::WatchStream;
 use crate::store::Revision;
 
 use super::batch::EncodedBatch;
-use super::hello::Subscription;
+use super::resources::Subscription;
 
 /// The two newest batches that touched a topic.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -5,6 +5,10 @@
 //! the API server. Every event is projected here, off the writer's task, and sent on a bounded
 //! channel, so a slow writer slows the watch (backpressure) instead of growing memory.
 //!
+//! An object the projection refuses (a scope field that is not a string, an object over the
+//! size limit) is never served stale: an update of it reaches agents as a delete of its key
+//! (`failures`), counted and logged once per object.
+//!
 //! A watch that fails keeps retrying with backoff; the last state stays served meanwhile.
 //! A relist arrives as `Init`, `InitApply`..., `InitDone`, which the store diffs against what
 //! it holds, so a relist after 410 Gone publishes only real changes.
@@ -25,6 +29,10 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{Resource, ResourceConfig};
 use crate::k8s::project::{self, Projection};
 use crate::store::{ObjectKey, ProjectedObject};
+
+mod failures;
+
+use failures::ProjectionFailures;
 
 /// Why a resource cannot be watched.
 #[derive(Debug, thiserror::Error)]
@@ -62,7 +70,7 @@ pub enum WatchEvent {
     InitDone,
     /// An object was created or changed.
     Apply(ProjectedObject),
-    /// An object was deleted.
+    /// An object was deleted, or can no longer be projected.
     Delete(ObjectKey),
 }
 
@@ -196,6 +204,7 @@ pub async fn run(
         cfg = cfg.streaming_lists();
     }
     let mut events = watcher::watcher(api, cfg).default_backoff().boxed();
+    let mut failures = ProjectionFailures::new(label.clone(), failures::MAX_REMEMBERED);
     loop {
         let next = tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -226,7 +235,7 @@ pub async fn run(
             }
             Event::InitDone => {}
         }
-        let Some(event) = translate(&projection, &label, event) else {
+        let Some(event) = translate(&projection, &mut failures, event) else {
             continue;
         };
         let input = WatchInput {
@@ -239,33 +248,58 @@ pub async fn run(
     }
 }
 
-/// Projects one watcher event; an object that cannot be projected is logged and skipped.
+/// Projects one watcher event.
+///
+/// An object that cannot be projected is never served stale: an update becomes a delete of
+/// its key, and a relist leaves it out (so the relist's diff deletes it). `failures` counts
+/// every such event and logs each object once.
 fn translate(
     projection: &Projection,
-    label: &str,
+    failures: &mut ProjectionFailures,
     event: Event<DynamicObject>,
 ) -> Option<WatchEvent> {
-    let project = |object: DynamicObject| -> Option<ProjectedObject> {
-        let value = serde_json::to_value(&object).ok()?;
-        match projection.project(&value) {
-            Ok(projected) => Some(projected),
+    let key_of = |object: &DynamicObject| {
+        ObjectKey::new(
+            object.metadata.namespace.clone().unwrap_or_default(),
+            object.metadata.name.clone().unwrap_or_default(),
+        )
+    };
+    let mut project = |object: DynamicObject| -> std::result::Result<ProjectedObject, ObjectKey> {
+        let key = key_of(&object);
+        let projected = serde_json::to_value(&object)
+            .map_err(|error| error.to_string())
+            .and_then(|value| {
+                projection
+                    .project(&value)
+                    .map_err(|error| error.to_string())
+            });
+        match projected {
+            Ok(projected) => {
+                failures.forget(&key);
+                Ok(projected)
+            }
             Err(error) => {
-                tracing::warn!(resource = %label, name = ?object.metadata.name, %error,
-                    "object skipped");
-                metrics::counter!("cattail_objects_rejected_total", "resource" => label.to_owned())
-                    .increment(1);
-                None
+                failures.failed(&key, &error);
+                Err(key)
             }
         }
     };
     Some(match event {
         Event::Init => WatchEvent::Init,
-        Event::InitApply(object) => WatchEvent::InitApply(project(object)?),
+        // Left out of the relist, so the relist's diff removes any version agents hold.
+        Event::InitApply(object) => WatchEvent::InitApply(project(object).ok()?),
         Event::InitDone => WatchEvent::InitDone,
-        Event::Apply(object) => WatchEvent::Apply(project(object)?),
-        Event::Delete(object) => WatchEvent::Delete(ObjectKey::new(
-            object.metadata.namespace.unwrap_or_default(),
-            object.metadata.name.unwrap_or_default(),
-        )),
+        Event::Apply(object) => match project(object) {
+            Ok(projected) => WatchEvent::Apply(projected),
+            Err(key) => WatchEvent::Delete(key),
+        },
+        Event::Delete(object) => {
+            let key = key_of(&object);
+            failures.forget(&key);
+            WatchEvent::Delete(key)
+        }
     })
 }
+
+#[cfg(test)]
+mod tests;

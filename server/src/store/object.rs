@@ -1,48 +1,11 @@
-//! `ProjectedObject` and `ObjectKey`: one stored object and its key within a resource.
+//! `ProjectedObject`: one stored object; its key is the protocol's `ObjectKey`.
 //!
 //! The value is canonical JSON bytes (see `k8s::project`), shared by reference count: cloning an
 //! object into a snapshot, a published batch or a frame never copies the payload. Two objects with
 //! the same value and scope are the same content, whatever their `resource_version`.
 
-use std::fmt;
-
 use bytes::Bytes;
-
-/// The key of an object within one resource. `namespace` is empty for cluster-scoped objects
-/// (Kubernetes never names a namespace with the empty string).
-#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct ObjectKey {
-    /// The namespace, empty for cluster-scoped objects.
-    pub namespace: String,
-    /// The object's name.
-    pub name: String,
-}
-
-impl ObjectKey {
-    /// Builds a key.
-    pub fn new(namespace: impl Into<String>, name: impl Into<String>) -> Self {
-        Self {
-            namespace: namespace.into(),
-            name: name.into(),
-        }
-    }
-}
-
-impl fmt::Display for ObjectKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.namespace.is_empty() {
-            f.write_str(&self.name)
-        } else {
-            write!(f, "{}/{}", self.namespace, self.name)
-        }
-    }
-}
-
-impl fmt::Debug for ObjectKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "ObjectKey({self})")
-    }
-}
+pub use cattail_proto::ObjectKey;
 
 /// An object reduced to its configured fields, as stored and served.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -31,7 +31,7 @@ pub(crate) enum Command {
 /// Where to connect and what to subscribe to.
 #[derive(Debug, clap::Args)]
 pub(crate) struct StreamArgs {
-    /// A cattail server endpoint, such as http://cattail:7443; repeat for several replicas.
+    /// A cattail server endpoint, such as http://cattail:5473; repeat for several replicas.
     #[arg(
         long = "server",
         env = "CATTAIL_SERVER",

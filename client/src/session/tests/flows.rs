@@ -19,14 +19,14 @@ fn deltas_after_a_snapshot_emit_apply_and_delete_and_move_the_ack() {
             r#"v1/nodes delete n1 {"v":1}"#,
         ]
     );
-    assert_eq!(applied.ack, Some(12));
+    assert_eq!(applied.ack, Some(Revision(12)));
     assert_eq!(applied.synced, None);
     // An upsert of identical bytes is not a change.
     let applied = session
         .apply(frames(&[FrameSpec::delta(PODS, 13).put("web-0", 2)]))
         .unwrap();
     assert!(applied.events.is_empty());
-    assert_eq!(applied.ack, Some(13));
+    assert_eq!(applied.ack, Some(Revision(13)));
     assert_eq!(session.objects(PODS).len(), 3);
     assert_eq!(session.objects(NODES).len(), 0);
     assert_digests_consistent(&session);
@@ -35,9 +35,12 @@ fn deltas_after_a_snapshot_emit_apply_and_delete_and_move_the_ack() {
 #[test]
 fn heartbeats_move_the_complete_revision_forward_only() {
     let mut session = synced_session();
-    assert_eq!(session.apply(heartbeat(15)).unwrap().ack, Some(15));
+    assert_eq!(
+        session.apply(heartbeat(15)).unwrap().ack,
+        Some(Revision(15))
+    );
     assert_eq!(session.apply(heartbeat(12)).unwrap().ack, None);
-    assert_eq!(session.complete().unwrap().revision, 15);
+    assert_eq!(session.complete().unwrap().revision, Revision(15));
 }
 
 #[test]
@@ -71,12 +74,12 @@ fn a_resync_after_a_reconnect_emits_only_real_changes() {
             r#"v1/nodes apply n2 {"v":1}"#,
         ]
     );
-    assert_eq!(applied.ack, Some(40));
+    assert_eq!(applied.ack, Some(Revision(40)));
     assert_eq!(
         session.complete(),
         Some(CompletePoint {
             epoch: epoch(2),
-            revision: 40
+            revision: Revision(40)
         })
     );
     assert_digests_consistent(&session);
@@ -98,7 +101,7 @@ fn an_identical_resync_emits_nothing() {
         ]))
         .unwrap();
     assert!(applied.events.is_empty(), "{:?}", describe(&applied));
-    assert_eq!(applied.synced, Some(77));
+    assert_eq!(applied.synced, Some(Revision(77)));
     assert_eq!(session.digest(PODS), Some(&digest_before));
 }
 
@@ -149,7 +152,7 @@ fn a_resync_in_the_middle_of_a_stream_is_diffed() {
     assert_eq!(session.apply(heartbeat(95)).unwrap().ack, None);
     let applied = session.apply(synced(90)).unwrap();
     assert_eq!(describe(&applied), [r#"v1/nodes apply n1 {"v":2}"#]);
-    assert_eq!(applied.ack, Some(90));
+    assert_eq!(applied.ack, Some(Revision(90)));
     assert_eq!(session.objects(PODS).len(), 2);
 }
 
@@ -197,7 +200,10 @@ fn bad_payloads_are_errors_that_change_nothing() {
     };
     assert!(matches!(
         session.apply(message),
-        Err(Error::BadFrame { revision: 11, .. })
+        Err(Error::BadFrame {
+            revision: Revision(11),
+            ..
+        })
     ));
     let mut oversized = good.clone();
     oversized.uncompressed_length = 2 << 20;
@@ -226,7 +232,7 @@ fn bad_payloads_are_errors_that_change_nothing() {
     let applied = session
         .apply(frames(&[FrameSpec::delta(PODS, 11).put("web-5", 1)]))
         .unwrap();
-    assert_eq!(applied.ack, Some(11));
+    assert_eq!(applied.ack, Some(Revision(11)));
 }
 
 fn frames_of(frames: Vec<pb::Frame>) -> ServerMessage {
@@ -249,7 +255,10 @@ fn protocol_violations_are_refused() {
     ));
     assert!(matches!(
         session.apply(frames(&[FrameSpec::delta(PODS, 10).put("web-0", 3)])),
-        Err(Error::RevisionWentBack { floor: 10, .. })
+        Err(Error::RevisionWentBack {
+            floor: Revision(10),
+            ..
+        })
     ));
     assert!(matches!(
         session.apply(frames(&[FrameSpec::delta("v1/services", 11)])),
@@ -269,7 +278,7 @@ fn protocol_violations_are_refused() {
         session.apply(welcome(epoch(1), ResumeMode::Deltas, 10)),
         Err(Error::UnexpectedWelcome)
     ));
-    assert_eq!(session.complete().unwrap().revision, 10);
+    assert_eq!(session.complete().unwrap().revision, Revision(10));
 }
 
 #[test]
@@ -331,7 +340,7 @@ fn deltas_resume_carries_on_from_the_resumed_revision() {
             ]),
         ]))
         .unwrap();
-    assert_eq!(applied.ack, Some(14));
+    assert_eq!(applied.ack, Some(Revision(14)));
     assert_eq!(
         describe(&applied),
         [

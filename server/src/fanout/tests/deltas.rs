@@ -5,10 +5,10 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use crate::store::{LogLimits, Revision};
+use crate::store::Revision;
 
-use super::super::FanoutConfig;
-use super::super::catchup::Step;
+use super::super::catchup::{self, Step};
+use super::super::{FanoutConfig, LogLimits};
 use super::{Fixture, decode, payload, pod};
 
 fn deltas(step: Step) -> (super::OutgoingMessage, Revision, bool) {
@@ -29,17 +29,18 @@ fn a_lagging_cursor_gets_every_batch_in_one_message() {
         fixture.pods(&[pod("p1", Some("n1"), version)]);
     }
     let agent = fixture.agent("n1", &[("v1/pods", false), ("v1/namespaces", false)]);
-    let (message, cursor, at_head) = deltas(fixture.hub.next_deltas(&agent, Revision(0)));
+    let (message, cursor, at_head) =
+        deltas(catchup::next_deltas(&fixture.hub, &agent, Revision(0)));
     assert_eq!((cursor, at_head), (Revision(3), true));
     let decoded = decode(&message);
     let revisions: Vec<u64> = decoded.frames.iter().map(|f| f.revision).collect();
     assert_eq!(revisions, [1, 2, 3]);
     assert!(decoded.synced.is_none() && decoded.heartbeat.is_none());
     assert!(matches!(
-        fixture.hub.next_deltas(&agent, Revision(3)),
+        catchup::next_deltas(&fixture.hub, &agent, Revision(3)),
         Step::UpToDate
     ));
-    let (message, cursor, _) = deltas(fixture.hub.next_deltas(&agent, Revision(2)));
+    let (message, cursor, _) = deltas(catchup::next_deltas(&fixture.hub, &agent, Revision(2)));
     assert_eq!((cursor, message.frame_count()), (Revision(3), 1));
 }
 
@@ -79,7 +80,7 @@ fn messages_stop_at_the_limit_without_splitting_a_revision() {
         message,
         cursor: next,
         ..
-    } = fixture.hub.next_deltas(&agent, cursor)
+    } = catchup::next_deltas(&fixture.hub, &agent, cursor)
     {
         assert!(message.len() <= max as usize, "{} bytes", message.len());
         assert!(message.frame_count() >= 1);
@@ -120,7 +121,7 @@ fn batches_join_up_to_the_target_and_a_bigger_one_goes_alone() {
         message,
         cursor: next,
         ..
-    } = fixture.hub.next_deltas(&agent, cursor)
+    } = catchup::next_deltas(&fixture.hub, &agent, cursor)
     {
         let revisions: Vec<u64> = decode(&message).frames.iter().map(|f| f.revision).collect();
         per_message.push(revisions);
@@ -137,13 +138,14 @@ fn a_scoped_cursor_skips_batches_of_other_nodes_for_free() {
     fixture.pods(&[pod("p2", Some("n1"), 1)]);
     fixture.pods(&[pod("p3", Some("n2"), 1)]);
     let agent = fixture.agent("n1", &[("v1/pods", true)]);
-    let (message, cursor, at_head) = deltas(fixture.hub.next_deltas(&agent, Revision(0)));
+    let (message, cursor, at_head) =
+        deltas(catchup::next_deltas(&fixture.hub, &agent, Revision(0)));
     assert_eq!((cursor, at_head), (Revision(3), true));
     let decoded = decode(&message);
     assert_eq!(decoded.frames.len(), 1);
     assert_eq!(decoded.frames[0].scope, "n1");
     assert_eq!(payload(&decoded.frames[0]).upserts[0].name, "p2");
-    let (message, cursor, _) = deltas(fixture.hub.next_deltas(&agent, Revision(2)));
+    let (message, cursor, _) = deltas(catchup::next_deltas(&fixture.hub, &agent, Revision(2)));
     assert!(message.is_empty(), "nothing on n1 after revision 2");
     assert_eq!(cursor, Revision(3));
 }
@@ -165,14 +167,14 @@ fn a_cursor_off_the_log_or_behind_an_oversized_batch_needs_a_resync() {
     }
     let agent = fixture.agent("n1", &[("v1/pods", false)]);
     assert!(matches!(
-        fixture.hub.next_deltas(&agent, Revision(1)),
+        catchup::next_deltas(&fixture.hub, &agent, Revision(1)),
         Step::Resync {
             min_revision: Revision(1),
             reason: "fell_off_log"
         }
     ));
     assert!(matches!(
-        fixture.hub.next_deltas(&agent, Revision(2)),
+        catchup::next_deltas(&fixture.hub, &agent, Revision(2)),
         Step::Deltas { .. }
     ));
 
@@ -186,7 +188,7 @@ fn a_cursor_off_the_log_or_behind_an_oversized_batch_needs_a_resync() {
         .collect();
     fixture.pods(&big);
     assert!(matches!(
-        fixture.hub.next_deltas(&agent, Revision(4)),
+        catchup::next_deltas(&fixture.hub, &agent, Revision(4)),
         Step::Resync {
             min_revision: Revision(5),
             reason: "oversized_batch"
@@ -195,7 +197,7 @@ fn a_cursor_off_the_log_or_behind_an_oversized_batch_needs_a_resync() {
     // An agent of another node never sees it at all.
     let other = fixture.agent("n9", &[("v1/pods", true)]);
     assert!(matches!(
-        fixture.hub.next_deltas(&other, Revision(4)),
+        catchup::next_deltas(&fixture.hub, &other, Revision(4)),
         Step::Deltas { .. }
     ));
 }
@@ -244,10 +246,18 @@ async fn small_scopes_encode_in_place_and_large_ones_on_the_blocking_pool_alike(
         }
         names
     };
-    let shared = &fixture.hub.shared;
-    let big = cache.chunks(shared, 0, "n1").await.unwrap();
-    let small = cache.chunks(shared, 0, "n2").await.unwrap();
-    let whole = cache.chunks(shared, 0, "").await.unwrap();
+    let big = cache
+        .chunks(fixture.hub.chunk_context(), 0, "n1")
+        .await
+        .unwrap();
+    let small = cache
+        .chunks(fixture.hub.chunk_context(), 0, "n2")
+        .await
+        .unwrap();
+    let whole = cache
+        .chunks(fixture.hub.chunk_context(), 0, "")
+        .await
+        .unwrap();
     let expected = |prefix: &str| -> Vec<String> {
         objects
             .iter()
@@ -261,13 +271,10 @@ async fn small_scopes_encode_in_place_and_large_ones_on_the_blocking_pool_alike(
     // Each pair is encoded once; asking again shares the same encoding.
     assert!(Arc::ptr_eq(
         &big,
-        &cache.chunks(shared, 0, "n1").await.unwrap()
+        &cache
+            .chunks(fixture.hub.chunk_context(), 0, "n1")
+            .await
+            .unwrap()
     ));
-    assert_eq!(
-        shared
-            .counters
-            .snapshots_encoded
-            .load(std::sync::atomic::Ordering::Relaxed),
-        3
-    );
+    assert_eq!(fixture.hub.stats().snapshots_encoded, 3);
 }

@@ -6,18 +6,14 @@ use cattail_proto::pb::{ResourceDigest, Resume};
 
 use crate::store::{Epoch, Revision};
 
-use super::super::hello::Subscription;
-use super::super::hub::ResourceEntry;
+use super::super::resources::{ResourceInfo, Subscription};
 use super::super::resume::{Decision, decide};
 use super::infos;
 
 const BUCKETS: u32 = 16;
 
-fn entries() -> Vec<ResourceEntry> {
+fn entries() -> Vec<ResourceInfo> {
     infos()
-        .into_iter()
-        .map(|info| ResourceEntry { info })
-        .collect()
 }
 
 fn subscriptions() -> Vec<Subscription> {
@@ -41,14 +37,14 @@ fn digest(resource: &str, scope: &str, fingerprint: u64, buckets: u32) -> Resour
 
 fn resume(epoch: Epoch, revision: u64, digests: Vec<ResourceDigest>) -> Resume {
     Resume {
-        epoch: Bytes::copy_from_slice(epoch.as_bytes()),
+        epoch: Bytes::copy_from_slice(epoch.as_array()),
         revision,
         digests,
     }
 }
 
 fn decide_for(resume: Option<&Resume>, covered: bool) -> Decision {
-    let ours = Epoch([7; 16]);
+    let ours = Epoch::from_array([7; 16]);
     decide(
         resume,
         ours,
@@ -66,21 +62,21 @@ fn no_resume_is_a_snapshot() {
 
 #[test]
 fn same_epoch_within_the_log_is_deltas() {
-    let ours = resume(Epoch([7; 16]), 5, vec![]);
+    let ours = resume(Epoch::from_array([7; 16]), 5, vec![]);
     assert_eq!(
         decide_for(Some(&ours), true),
         Decision::Deltas { from: Revision(5) }
     );
     // Off the log, or from another process: not deltas.
     assert_eq!(decide_for(Some(&ours), false), Decision::Snapshot);
-    let theirs = resume(Epoch([8; 16]), 5, vec![]);
+    let theirs = resume(Epoch::from_array([8; 16]), 5, vec![]);
     assert_eq!(decide_for(Some(&theirs), true), Decision::Snapshot);
 }
 
 #[test]
 fn only_digests_with_our_fingerprint_bucket_count_and_scope_are_used() {
     let usable = digest("v1/namespaces", "", 22, BUCKETS);
-    let other_epoch = Epoch([8; 16]);
+    let other_epoch = Epoch::from_array([8; 16]);
     let with = |digests| resume(other_epoch, 5, digests);
     let expected_namespaces = Some(Digest::from_proto(&usable).unwrap());
 

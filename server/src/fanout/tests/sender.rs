@@ -10,7 +10,7 @@ use tokio::task::JoinHandle;
 use tokio::time::{Instant, timeout};
 use tokio_util::sync::CancellationToken;
 
-use crate::store::LogLimits;
+use super::super::LogLimits;
 
 use super::super::{AgentSender, Error, FanoutConfig, InboundError, Outgoing};
 use super::{Fixture, decode, hello, pod};

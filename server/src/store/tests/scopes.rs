@@ -116,7 +116,7 @@ fn snapshots_are_frozen() {
     let new = store.snapshot();
 
     assert_eq!((old.revision(), new.revision()), (Revision(1), Revision(2)));
-    assert_eq!(old.epoch(), Epoch([7; 16]));
+    assert_eq!(old.epoch(), Epoch::from_array([7; 16]));
     assert_eq!(old.len(&pods()), Some(1));
     assert_eq!(old.len(&nodes()), Some(0));
     assert_eq!(

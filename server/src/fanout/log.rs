@@ -1,6 +1,7 @@
 //! `Log`: a bounded ring of published batches, so a lagging reader can catch up with deltas.
 //!
-//! The log is generic over its entries (published batches now, pre-encoded frames later) and
+//! The fan-out owns it: the hub appends each encoded batch, senders read it. It is generic
+//! over its entries (encoded batches in the hub, plain bytes or store batches in tests) and
 //! bounded three ways: total bytes, number of batches and age. The newest batch is always kept,
 //! so a reader one behind the head never needs a resync. `since` answers `None` once a revision
 //! has fallen off, and the caller then resyncs that reader (digest diff or snapshot).
@@ -16,7 +17,17 @@ use bytes::Bytes;
 
 use crate::config::StoreConfig;
 
-use super::{Error, Published, Result, Revision};
+use crate::store::{Published, Revision};
+
+/// A batch offered to the log does not follow its head: a bug in the caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("log expected revision {expected} next but got {got}")]
+pub struct LogGap {
+    /// The revision after the log's head.
+    pub expected: Revision,
+    /// The revision offered.
+    pub got: Revision,
+}
 
 /// Something the log can hold and weigh.
 pub trait LogEntry {
@@ -113,10 +124,10 @@ impl<T: LogEntry> Log<T> {
 
     /// Appends the batch of `revision`, which must be the one after the head, then evicts what
     /// the limits no longer allow. Returns how many old batches were evicted.
-    pub fn push(&mut self, revision: Revision, entry: T, now: Instant) -> Result<usize> {
+    pub fn push(&mut self, revision: Revision, entry: T, now: Instant) -> Result<usize, LogGap> {
         let expected = self.head.next();
         if revision != expected {
-            return Err(Error::LogGap {
+            return Err(LogGap {
                 expected,
                 got: revision,
             });

@@ -62,14 +62,14 @@ fn appends_must_be_consecutive() {
     let now = Instant::now();
     assert_eq!(
         log.push(Revision(9), entry(1), now),
-        Err(Error::LogGap {
+        Err(LogGap {
             expected: Revision(8),
             got: Revision(9)
         })
     );
     assert_eq!(
         log.push(Revision(7), entry(1), now),
-        Err(Error::LogGap {
+        Err(LogGap {
             expected: Revision(8),
             got: Revision(7)
         })
@@ -142,7 +142,7 @@ fn limits_come_from_the_store_config() {
 #[test]
 fn holds_published_batches_weighed_by_their_changes() {
     let pods = Resource::parse("v1/pods").unwrap();
-    let mut store = Store::with_epoch([pods.clone()], Epoch([1; 16]));
+    let mut store = Store::with_epoch([pods.clone()], Epoch::from_array([1; 16]));
     let mut log: Log<Arc<Published>> = Log::new(LogLimits::default(), store.revision());
     let now = Instant::now();
     for (i, size) in [(0, 100), (1, 10_000)] {
