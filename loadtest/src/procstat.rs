@@ -92,7 +92,9 @@ mod tests {
     #[test]
     fn a_process_that_is_gone_gives_none() {
         assert!(sample(u32::MAX).is_none());
-        let mut child = std::process::Command::new("true").spawn().expect("spawn true");
+        let mut child = std::process::Command::new("true")
+            .spawn()
+            .expect("spawn true");
         let pid = child.id();
         child.wait().expect("wait for true");
         assert!(sample(pid).is_none());

@@ -123,10 +123,11 @@ pub async fn kube_config(kubeconfig: Option<&Path>) -> Result<kube::Config, Kube
     let Some(path) = kubeconfig else {
         return Ok(kube::Config::infer().await?);
     };
-    let file = kube::config::Kubeconfig::read_from(path).map_err(|source| KubeConfigError::Read {
-        path: path.to_owned(),
-        source,
-    })?;
+    let file =
+        kube::config::Kubeconfig::read_from(path).map_err(|source| KubeConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
     kube::Config::from_custom_kubeconfig(file, &kube::config::KubeConfigOptions::default())
         .await
         .map_err(|source| KubeConfigError::Use {

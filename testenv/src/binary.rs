@@ -89,7 +89,14 @@ pub fn go_binary(package: &str) -> Result<PathBuf> {
     let tmp = out_dir.join(format!("{name}.tmp"));
     let ldflags = version_ldflags(&module_dir)?;
     let output = Command::new("go")
-        .args(["build", "-trimpath", "-buildvcs=false", "-ldflags", &ldflags, "-o"])
+        .args([
+            "build",
+            "-trimpath",
+            "-buildvcs=false",
+            "-ldflags",
+            &ldflags,
+            "-o",
+        ])
         .arg(&tmp)
         .arg(package)
         .current_dir(&module_dir)
