@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use cattail_client::{Client, Event, Subscription};
+use cattail_proto::ObjectKey as Key;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
@@ -22,8 +23,6 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::{AgentCounters, SUBSCRIPTIONS, Shared};
-
-type Key = (String, String);
 
 /// One probe's cache: resource -> key -> projected JSON.
 #[derive(Debug, Default)]
@@ -116,7 +115,7 @@ pub(super) async fn run(
                 c.staging
                     .entry(resource)
                     .or_default()
-                    .insert((o.namespace, o.name), o.value);
+                    .insert(Key::new(o.namespace, o.name), o.value);
             }
             Event::InitDone => {
                 let staged = c.staging.remove(&resource).unwrap_or_default();
@@ -136,13 +135,13 @@ pub(super) async fn run(
                 c.objects
                     .entry(resource)
                     .or_default()
-                    .insert((o.namespace, o.name), o.value);
+                    .insert(Key::new(o.namespace, o.name), o.value);
             }
             Event::Delete(o) => {
                 c.objects
                     .entry(resource)
                     .or_default()
-                    .remove(&(o.namespace, o.name));
+                    .remove(&Key::new(o.namespace, o.name));
             }
         }
     }
@@ -166,7 +165,7 @@ async fn truth(
                 .labels
                 .as_ref()
                 .and_then(|l| l.get("version").cloned());
-            let key = (
+            let key = Key::new(
                 p.metadata.namespace.unwrap_or_default(),
                 p.metadata.name.unwrap_or_default(),
             );
@@ -180,7 +179,7 @@ async fn truth(
         .items
         .into_iter()
         .map(|p| {
-            (
+            Key::new(
                 p.metadata.namespace.unwrap_or_default(),
                 p.metadata.name.unwrap_or_default(),
             )
