@@ -12,6 +12,9 @@
 
 mod connection;
 mod frame;
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzz;
 mod headers;
 mod health;
 mod hpack;
