@@ -193,7 +193,7 @@ fuzz_target!(|frames: Vec<Frame>| {
                         })
                         .collect(),
                     resume: resume.map(|(epoch, revision)| pb::Resume {
-                        epoch,
+                        epoch: epoch.into(),
                         revision,
                         digests: Vec::new(),
                     }),
