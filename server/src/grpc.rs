@@ -8,6 +8,9 @@
 mod body;
 mod codec;
 mod http2;
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub use http2::fuzz as http2_fuzz;
 mod service;
 #[cfg(test)]
 mod tests;

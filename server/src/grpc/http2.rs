@@ -14,6 +14,9 @@ mod budget;
 mod closed;
 mod connection;
 mod frame;
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzz;
 mod headers;
 mod health;
 mod hpack;
