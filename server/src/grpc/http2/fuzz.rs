@@ -18,11 +18,12 @@ use crate::fanout::{FanoutConfig, Hub, ResourceInfo};
 use crate::grpc::GrpcConfig;
 use crate::store::{Batch, ProjectedObject, Store};
 
+use super::Services;
+use super::budget::{InboundBudget, MESSAGES_AT_LIMIT};
 use super::connection::Connection;
-use super::frame::{self, Head, Reason, flag, kind};
+use super::frame::{self, Frame, Head, Reason, flag, kind};
 use super::hpack::Decoder;
 use super::inbound::MessageReader;
-use super::{HELLO_ENVELOPE_BYTES, Services};
 
 /// The HTTP/2 connection preface, for targets that build a connection's input.
 pub const PREFACE: &[u8] = frame::PREFACE;
@@ -79,13 +80,18 @@ pub fn parse_frame(data: &[u8]) {
     // The writers: each frame's length field counts exactly what follows it.
     let debug = String::from_utf8_lossy(payload);
     let mut goaway = Vec::new();
-    frame::put_goaway(&mut goaway, head.stream, Reason(head.flags.into()), &debug);
+    Frame::GoAway {
+        last_stream: head.stream,
+        reason: Reason(head.flags.into()),
+        debug: &debug,
+    }
+    .write(&mut goaway);
     let settings: Vec<(u16, u32)> = payload
         .chunks_exact(6)
         .map(|s| (u16::from(s[0]), u32::from(s[1])))
         .collect();
     let mut written = Vec::new();
-    frame::put_settings(&mut written, &settings);
+    Frame::Settings(&settings).write(&mut written);
     for bytes in [&goaway, &written] {
         let parsed = Head::parse(bytes).unwrap_or_else(|| panic!("no header written"));
         assert_eq!(parsed.len as usize + frame::HEADER_LEN, bytes.len());
@@ -168,7 +174,11 @@ pub fn message_reader(data: &[u8]) {
     };
     let limit = usize::from(u16::from_be_bytes([*high, *low]));
     let chunks = split(rest);
-    let mut reader = MessageReader::new(limit);
+    // A budget no single reader can exhaust: the shared budget is tested on its own.
+    let budget = Arc::new(InboundBudget::new(
+        limit.saturating_add(5).saturating_mul(MESSAGES_AT_LIMIT),
+    ));
+    let mut reader = MessageReader::new(limit, budget);
     let mut got = Vec::new();
     for chunk in &chunks {
         reader.push(chunk, |item| got.push(item));
@@ -271,7 +281,10 @@ async fn run_connection(steps: &[Step]) -> Vec<u8> {
     let hub = hub();
     let fanout = hub.config();
     let services = Arc::new(Services {
-        max_inbound_bytes: fanout.max_hello_bytes as usize + HELLO_ENVELOPE_BYTES,
+        max_inbound_bytes: fanout.max_hello_bytes as usize,
+        inbound_budget: Arc::new(InboundBudget::new(
+            (fanout.max_hello_bytes as usize).saturating_mul(MESSAGES_AT_LIMIT),
+        )),
         max_message_bytes: fanout.max_message_bytes as usize,
         hub,
         shutdown: CancellationToken::new(),

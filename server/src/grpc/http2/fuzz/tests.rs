@@ -59,7 +59,7 @@ fn ack(revision: u64) -> AgentMessage {
 /// A client's preface, SETTINGS, the ACK of the server's, and a request for `path`.
 fn request(path: &str, end_stream: bool) -> Vec<u8> {
     let mut out = PREFACE.to_vec();
-    frame::put_settings(&mut out, &[(0x4, 1 << 20)]);
+    frame::Frame::Settings(&[(0x4, 1 << 20)]).write(&mut out);
     put(&mut out, kind::SETTINGS, flag::ACK, 0, &[]);
     let block = loona_hpack::Encoder::new().encode([
         (&b":method"[..], &b"POST"[..]),
