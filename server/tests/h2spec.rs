@@ -73,30 +73,41 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// `cattail serve` on `transport`, once its `/readyz` says it is in sync.
+/// `cattail serve` on `transport`, once its `/readyz` says it is in sync. Ports are picked free
+/// and then bound by the server, so another process may take one in between: a server that
+/// exits before it is ready is started again on new ports, a few times.
 fn serve(env: &TestEnv, transport: &str) -> Served {
-    let (grpc, admin) = (free_port(), free_port());
-    let child = Command::new(env!("CARGO_BIN_EXE_cattail"))
-        .arg("serve")
-        .arg("--kubeconfig")
-        .arg(env.kubeconfig_path())
-        .arg(format!("--listen=127.0.0.1:{grpc}"))
-        .arg(format!("--admin-listen=127.0.0.1:{admin}"))
-        .arg(format!("--grpc-transport={transport}"))
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut served = Served { child, grpc };
-    let deadline = Instant::now() + READY_WITHIN;
-    while !ready(admin) {
-        assert!(
-            served.child.try_wait().unwrap().is_none(),
-            "cattail serve --grpc-transport={transport} exited"
-        );
-        assert!(Instant::now() < deadline, "cattail serve never got ready");
-        std::thread::sleep(Duration::from_millis(100));
+    let log_dir = tempfile::tempdir().unwrap();
+    for attempt in 1..=3 {
+        let (grpc, admin) = (free_port(), free_port());
+        let log = log_dir.path().join(format!("serve-{attempt}.log"));
+        let child = Command::new(env!("CARGO_BIN_EXE_cattail"))
+            .arg("serve")
+            .arg("--kubeconfig")
+            .arg(env.kubeconfig_path())
+            .arg(format!("--listen=127.0.0.1:{grpc}"))
+            .arg(format!("--admin-listen=127.0.0.1:{admin}"))
+            .arg(format!("--grpc-transport={transport}"))
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let mut served = Served { child, grpc };
+        let deadline = Instant::now() + READY_WITHIN;
+        while !ready(admin) {
+            if served.child.try_wait().unwrap().is_some() {
+                let text = std::fs::read_to_string(&log).unwrap_or_default();
+                let tail: String = text.lines().rev().take(5).collect::<Vec<_>>().join("\n");
+                eprintln!("cattail serve --grpc-transport={transport} exited: {tail}");
+                break;
+            }
+            assert!(Instant::now() < deadline, "cattail serve never got ready");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        if served.child.try_wait().unwrap().is_none() {
+            return served;
+        }
     }
-    served
+    panic!("cattail serve --grpc-transport={transport} exited three times; see above");
 }
 
 /// Whether `/readyz` on the admin port answers 200.
