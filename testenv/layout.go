@@ -58,37 +58,47 @@ type portSet struct {
 	control   int
 }
 
+// choosePorts holds every port it picks open until all are picked, so the five are distinct:
+// a port closed at once could be handed out again by the next bind to port 0 (the etcd proxy
+// was once given etcd's own peer port).
 func choosePorts(o options) (portSet, error) {
 	var p portSet
-	var err error
-	if p.apiserver, err = port(o.apiserverPort, "--apiserver-port"); err != nil {
-		return p, err
-	}
-	if p.etcd, err = port(o.etcdPort, "--etcd-port"); err != nil {
-		return p, err
-	}
-	if p.control, err = port(o.controlPort, "--control-port"); err != nil {
-		return p, err
-	}
-	if p.etcdPeer, err = port(0, ""); err != nil {
-		return p, err
-	}
-	if p.etcdProxy, err = port(0, ""); err != nil {
-		return p, err
+	var held []net.Listener
+	defer func() {
+		for _, l := range held {
+			l.Close()
+		}
+	}()
+	for _, c := range []struct {
+		dst  *int
+		want int
+		flag string
+	}{
+		{&p.apiserver, o.apiserverPort, "--apiserver-port"},
+		{&p.etcd, o.etcdPort, "--etcd-port"},
+		{&p.control, o.controlPort, "--control-port"},
+		{&p.etcdPeer, 0, ""},
+		{&p.etcdProxy, 0, ""},
+	} {
+		l, err := listen(c.want, c.flag)
+		if err != nil {
+			return p, err
+		}
+		held = append(held, l)
+		*c.dst = l.Addr().(*net.TCPAddr).Port
 	}
 	return p, nil
 }
 
-// port returns want if it can be bound on 127.0.0.1, or a free port if want is 0.
-// A free port is only free until someone else takes it; the window is short.
-func port(want int, flagName string) (int, error) {
+// listen binds want on 127.0.0.1, or a free port if want is 0. A free port is only free
+// until someone else takes it once closed; the window is short.
+func listen(want int, flagName string) (net.Listener, error) {
 	l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", want))
 	if err != nil {
 		if want != 0 {
-			return 0, fmt.Errorf("port %d on 127.0.0.1 is in use or not allowed (%s): %w; pass another port or 0 for a free one", want, flagName, err)
+			return nil, fmt.Errorf("port %d on 127.0.0.1 is in use or not allowed (%s): %w; pass another port or 0 for a free one", want, flagName, err)
 		}
-		return 0, fmt.Errorf("no free port on 127.0.0.1: %w", err)
+		return nil, fmt.Errorf("no free port on 127.0.0.1: %w", err)
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
+	return l, nil
 }

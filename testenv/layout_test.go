@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
@@ -15,13 +16,41 @@ func TestPortNamesTheFlagOfABusyPort(t *testing.T) {
 	}
 	defer l.Close()
 	busy := l.Addr().(*net.TCPAddr).Port
-	_, err = port(busy, "--etcd-port")
+	_, err = listen(busy, "--etcd-port")
 	if err == nil || !strings.Contains(err.Error(), "--etcd-port") {
 		t.Fatalf("a busy port: %v", err)
 	}
-	free, err := port(0, "")
-	if err != nil || free == 0 {
-		t.Fatalf("a free port: %d, %v", free, err)
+	_, err = choosePorts(options{etcdPort: busy})
+	if err == nil || !strings.Contains(err.Error(), "--etcd-port") {
+		t.Fatalf("a busy --etcd-port: %v", err)
+	}
+	free, err := listen(0, "")
+	if err != nil {
+		t.Fatalf("a free port: %v", err)
+	}
+	free.Close()
+}
+
+func TestChosenPortsAreDistinctAndFreeAfterwards(t *testing.T) {
+	for i := 0; i < 200; i++ {
+		p, err := choosePorts(options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ports := []int{p.apiserver, p.etcd, p.control, p.etcdPeer, p.etcdProxy}
+		seen := map[int]bool{}
+		for _, port := range ports {
+			if port == 0 || seen[port] {
+				t.Fatalf("ports %v: not five distinct ports", ports)
+			}
+			seen[port] = true
+		}
+		// Every chosen port was released for the control plane to bind.
+		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p.etcdProxy))
+		if err != nil {
+			t.Fatalf("the chosen etcd proxy port is still held: %v", err)
+		}
+		l.Close()
 	}
 }
 
