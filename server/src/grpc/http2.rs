@@ -95,8 +95,8 @@ pub(super) async fn serve(
         // `max_hello_bytes` bounds the whole `AgentMessage`, the size an agent's gRPC stack sees
         // (PROTOCOL.md section 9), so the limit a refusal quotes is the one `Welcome` announces.
         max_inbound_bytes: fanout.max_hello_bytes as usize,
-        inbound_budget: Arc::new(budget::InboundBudget::new(
-            (fanout.max_hello_bytes as usize).saturating_mul(budget::MESSAGES_AT_LIMIT),
+        inbound_budget: Arc::new(budget::InboundBudget::for_messages(
+            fanout.max_hello_bytes as usize,
         )),
         max_message_bytes: fanout.max_message_bytes as usize,
         hub,

@@ -21,6 +21,16 @@ pub(crate) struct InboundBudget {
 }
 
 impl InboundBudget {
+    /// The budget for messages of at most `max_message` bytes: [`MESSAGES_AT_LIMIT`] of them,
+    /// each with its gRPC length prefix, held at once.
+    pub(super) fn for_messages(max_message: usize) -> Self {
+        Self::new(
+            max_message
+                .saturating_add(super::inbound::PREFIX_BYTES)
+                .saturating_mul(MESSAGES_AT_LIMIT),
+        )
+    }
+
     pub(super) fn new(limit: usize) -> Self {
         Self {
             held: AtomicUsize::new(0),

@@ -19,7 +19,7 @@ use crate::grpc::GrpcConfig;
 use crate::store::{Batch, ProjectedObject, Store};
 
 use super::Services;
-use super::budget::{InboundBudget, MESSAGES_AT_LIMIT};
+use super::budget::InboundBudget;
 use super::connection::Connection;
 use super::frame::{self, Frame, Head, Reason, flag, kind};
 use super::hpack::Decoder;
@@ -175,9 +175,7 @@ pub fn message_reader(data: &[u8]) {
     let limit = usize::from(u16::from_be_bytes([*high, *low]));
     let chunks = split(rest);
     // A budget no single reader can exhaust: the shared budget is tested on its own.
-    let budget = Arc::new(InboundBudget::new(
-        limit.saturating_add(5).saturating_mul(MESSAGES_AT_LIMIT),
-    ));
+    let budget = Arc::new(InboundBudget::for_messages(limit));
     let mut reader = MessageReader::new(limit, budget);
     let mut got = Vec::new();
     for chunk in &chunks {
@@ -282,9 +280,7 @@ async fn run_connection(steps: &[Step]) -> Vec<u8> {
     let fanout = hub.config();
     let services = Arc::new(Services {
         max_inbound_bytes: fanout.max_hello_bytes as usize,
-        inbound_budget: Arc::new(InboundBudget::new(
-            (fanout.max_hello_bytes as usize).saturating_mul(MESSAGES_AT_LIMIT),
-        )),
+        inbound_budget: Arc::new(InboundBudget::for_messages(fanout.max_hello_bytes as usize)),
         max_message_bytes: fanout.max_message_bytes as usize,
         hub,
         shutdown: CancellationToken::new(),

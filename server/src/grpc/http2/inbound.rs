@@ -22,7 +22,7 @@ use crate::fanout::InboundError;
 use super::budget::InboundBudget;
 
 /// The gRPC length prefix: a compression flag and a big-endian length.
-const PREFIX_BYTES: usize = 5;
+pub(super) const PREFIX_BYTES: usize = 5;
 /// A reader's buffer is freed once empty if it grew past this (after a large Hello).
 const KEEP_BUFFER_BYTES: usize = 4096;
 

@@ -55,7 +55,8 @@ async fn incomplete_messages_are_held_only_within_a_budget_across_connections() 
     };
     let server = start_with(GrpcConfig::default(), fanout, 0).await;
     // A message of 1,000 bytes, all but its last byte: each stream holds 1,004 bytes. The
-    // budget is 64 messages at the limit of 1,016 bytes, so the 65th stream does not fit.
+    // budget is 64 messages at the limit of 1,000 bytes with their 5-byte prefixes (64,320
+    // bytes), so the 65th stream does not fit.
     let mut partial = vec![0, 0, 0, 0x03, 0xe8];
     partial.extend(vec![0; 999]);
     let mut connections = Vec::new();
