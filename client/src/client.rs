@@ -35,15 +35,8 @@ pub const DEFAULT_ACK_INTERVAL: Duration = Duration::from_millis(250);
 /// ```
 #[derive(Clone)]
 pub struct Client {
-    pub(crate) endpoints: Vec<String>,
-    pub(crate) agent_id: String,
-    pub(crate) node_name: String,
-    pub(crate) agent_version: String,
-    pub(crate) backoff: Backoff,
-    pub(crate) max_message_bytes: usize,
-    pub(crate) connect_timeout: Duration,
-    pub(crate) welcome_timeout: Duration,
-    pub(crate) ack_interval: Duration,
+    /// What a connection to cattail needs; handed to it whole by [`Client::subscribe`].
+    pub(crate) settings: Settings,
     /// Set in direct mode: watch the API server with kube-runtime instead.
     pub(crate) direct: Option<kube::Client>,
 }
@@ -53,15 +46,17 @@ impl Default for Client {
     /// protocol's default limits.
     fn default() -> Self {
         Client {
-            endpoints: Vec::new(),
-            agent_id: "cattail-agent".to_owned(),
-            node_name: String::new(),
-            agent_version: concat!("cattail-client/", env!("CARGO_PKG_VERSION")).to_owned(),
-            backoff: Backoff::default(),
-            max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES as usize,
-            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
-            welcome_timeout: DEFAULT_WELCOME_TIMEOUT,
-            ack_interval: DEFAULT_ACK_INTERVAL,
+            settings: Settings {
+                endpoints: Vec::new(),
+                agent_id: "cattail-agent".to_owned(),
+                node_name: String::new(),
+                agent_version: concat!("cattail-client/", env!("CARGO_PKG_VERSION")).to_owned(),
+                backoff: Backoff::default(),
+                max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES as usize,
+                connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+                welcome_timeout: DEFAULT_WELCOME_TIMEOUT,
+                ack_interval: DEFAULT_ACK_INTERVAL,
+            },
             direct: None,
         }
     }
@@ -94,7 +89,7 @@ impl Client {
         I: IntoIterator<Item = S>,
         S: AsRef<str>,
     {
-        self.endpoints = endpoints
+        self.settings.endpoints = endpoints
             .into_iter()
             .map(|endpoint| normalise_endpoint(endpoint.as_ref()))
             .filter(|endpoint| endpoint != "http://")
@@ -105,28 +100,28 @@ impl Client {
     /// A stable id for this agent instance (usually its pod name), for the server's logs.
     #[must_use]
     pub fn agent_id(mut self, agent_id: impl Into<String>) -> Self {
-        self.agent_id = agent_id.into();
+        self.settings.agent_id = agent_id.into();
         self
     }
 
     /// The node the agent runs on, required by node-scoped subscriptions.
     #[must_use]
     pub fn node_name(mut self, node_name: impl Into<String>) -> Self {
-        self.node_name = node_name.into();
+        self.settings.node_name = node_name.into();
         self
     }
 
     /// The agent's software name and version, for the server's logs.
     #[must_use]
     pub fn agent_version(mut self, agent_version: impl Into<String>) -> Self {
-        self.agent_version = agent_version.into();
+        self.settings.agent_version = agent_version.into();
         self
     }
 
     /// The reconnect backoff; 100 ms doubling to 30 s, with jitter, by default.
     #[must_use]
     pub fn backoff(mut self, backoff: Backoff) -> Self {
-        self.backoff = backoff;
+        self.settings.backoff = backoff;
         self
     }
 
@@ -134,14 +129,14 @@ impl Client {
     /// what servers send at most unless configured otherwise.
     #[must_use]
     pub fn max_message_bytes(mut self, max_message_bytes: usize) -> Self {
-        self.max_message_bytes = max_message_bytes;
+        self.settings.max_message_bytes = max_message_bytes;
         self
     }
 
     /// How long connecting to one endpoint may take.
     #[must_use]
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
-        self.connect_timeout = timeout;
+        self.settings.connect_timeout = timeout;
         self
     }
 
@@ -149,14 +144,14 @@ impl Client {
     /// after three heartbeat intervals without a message.
     #[must_use]
     pub fn welcome_timeout(mut self, timeout: Duration) -> Self {
-        self.welcome_timeout = timeout;
+        self.settings.welcome_timeout = timeout;
         self
     }
 
     /// The shortest time between two acks: acks are coalesced to at most one per interval.
     #[must_use]
     pub fn ack_interval(mut self, interval: Duration) -> Self {
-        self.ack_interval = interval;
+        self.settings.ack_interval = interval;
         self
     }
 
@@ -169,7 +164,7 @@ impl Client {
     /// The configured server endpoints, as URIs.
     #[must_use]
     pub fn endpoint_list(&self) -> &[String] {
-        &self.endpoints
+        &self.settings.endpoints
     }
 
     /// Opens one cattail stream for several subscriptions and returns its events, tagged with
@@ -184,22 +179,7 @@ impl Client {
         if self.is_direct() {
             return Err(Error::DirectClient);
         }
-        connection::open(self.settings(), subscriptions)
-    }
-
-    /// What the connection needs of this configuration.
-    fn settings(&self) -> Settings {
-        Settings {
-            endpoints: self.endpoints.clone(),
-            agent_id: self.agent_id.clone(),
-            node_name: self.node_name.clone(),
-            agent_version: self.agent_version.clone(),
-            backoff: self.backoff.clone(),
-            max_message_bytes: self.max_message_bytes,
-            connect_timeout: self.connect_timeout,
-            welcome_timeout: self.welcome_timeout,
-            ack_interval: self.ack_interval,
-        }
+        connection::open(self.settings.clone(), subscriptions)
     }
 }
 
@@ -212,11 +192,11 @@ impl From<kube::Client> for Client {
 impl fmt::Debug for Client {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Client")
-            .field("endpoints", &self.endpoints)
-            .field("agent_id", &self.agent_id)
-            .field("node_name", &self.node_name)
-            .field("backoff", &self.backoff)
-            .field("max_message_bytes", &self.max_message_bytes)
+            .field("endpoints", &self.settings.endpoints)
+            .field("agent_id", &self.settings.agent_id)
+            .field("node_name", &self.settings.node_name)
+            .field("backoff", &self.settings.backoff)
+            .field("max_message_bytes", &self.settings.max_message_bytes)
             .field("direct", &self.direct.is_some())
             .finish_non_exhaustive()
     }
@@ -234,10 +214,10 @@ mod tests {
             .max_message_bytes(1024)
             .backoff(Backoff::default().initial(Duration::from_millis(5)));
         assert_eq!(client.endpoint_list(), ["http://a:1", "https://b:2"]);
-        assert_eq!(client.agent_id, "pod-1");
-        assert_eq!(client.node_name, "node-1");
-        assert_eq!(client.max_message_bytes, 1024);
-        assert_eq!(client.backoff.initial, Duration::from_millis(5));
+        assert_eq!(client.settings.agent_id, "pod-1");
+        assert_eq!(client.settings.node_name, "node-1");
+        assert_eq!(client.settings.max_message_bytes, 1024);
+        assert_eq!(client.settings.backoff.initial, Duration::from_millis(5));
         assert!(!client.is_direct());
         assert!(format!("{client:?}").contains("pod-1"));
     }
@@ -245,9 +225,9 @@ mod tests {
     #[test]
     fn defaults_follow_the_protocol() {
         let client = Client::default();
-        assert_eq!(client.max_message_bytes, 16 << 20);
-        assert!(client.endpoints.is_empty());
-        assert!(client.agent_version.starts_with("cattail-client/"));
+        assert_eq!(client.settings.max_message_bytes, 16 << 20);
+        assert!(client.settings.endpoints.is_empty());
+        assert!(client.settings.agent_version.starts_with("cattail-client/"));
     }
 
     #[test]
@@ -256,9 +236,9 @@ mod tests {
         // UNAVAILABLE: the agent must still be listening to hear why.
         let server_wait = cattail_server::fanout::FanoutConfig::default().sync_wait_timeout;
         assert!(
-            Client::default().welcome_timeout >= server_wait + Duration::from_secs(5),
+            Client::default().settings.welcome_timeout >= server_wait + Duration::from_secs(5),
             "welcome timeout {:?}, server's sync wait {server_wait:?}",
-            Client::default().welcome_timeout
+            Client::default().settings.welcome_timeout
         );
     }
 }

@@ -80,7 +80,7 @@ where
     };
     if let Some(kube_client) = client.direct.clone() {
         let api = kube::Api::<K>::all(kube_client);
-        return direct::watch(api, &subscription, &client.node_name);
+        return direct::watch(api, &subscription, &client.settings.node_name);
     }
     cattail_stream(&client, &subscription, Some(&typed_resource), decode::<K>)
 }
@@ -104,7 +104,7 @@ pub fn dynamic_watcher(
             plural: resource.plural().to_owned(),
         };
         let api = kube::Api::<DynamicObject>::all_with(kube_client, &api_resource);
-        return direct::watch(api, &subscription, &client.node_name);
+        return direct::watch(api, &subscription, &client.settings.node_name);
     }
     cattail_stream(&client, &subscription, None, decode::<DynamicObject>)
 }
