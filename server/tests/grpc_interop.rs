@@ -290,14 +290,9 @@ async fn python_resumes_by_deltas(transport: Transport) {
     if !stack.ready() {
         return;
     }
-    let state = tempfile::tempdir().unwrap();
+    let (state, mut server, first) = python_first_run(transport).await;
     let state_file = state.path().join("state.json");
     let args = resuming_args(&state_file);
-    let mut server = TestServer::start_on(config(), transport).await;
-    let (pod_objects, namespace_objects) = initial_objects();
-    server.apply(&pod_objects, &namespace_objects);
-    let first = Agent::spawn(stack, &server, &args, 0).report().await;
-    assert_eq!(first.resume_mode, "RESUME_MODE_SNAPSHOT");
 
     let second_revision = server.commit(changes()).revision.get();
     let expected = server.expected(&[(pods(), None), (namespaces(), None)]);
@@ -325,14 +320,11 @@ async fn python_resumes_by_digest_on_another_server(transport: Transport) {
     if !stack.ready() {
         return;
     }
-    let state = tempfile::tempdir().unwrap();
+    let (state, first_server, first) = python_first_run(transport).await;
+    first_server.shutdown.cancel();
     let state_file = state.path().join("state.json");
     let args = resuming_args(&state_file);
     let (pod_objects, namespace_objects) = initial_objects();
-    let mut first_server = TestServer::start_on(config(), transport).await;
-    first_server.apply(&pod_objects, &namespace_objects);
-    let first = Agent::spawn(stack, &first_server, &args, 0).report().await;
-    first_server.shutdown.cancel();
 
     let mut server = TestServer::start_on(config(), transport).await;
     server.apply(&pod_objects, &namespace_objects);
@@ -370,6 +362,22 @@ struct Refusal {
     args: &'static [&'static str],
     code: Code,
     says: &'static str,
+}
+
+/// A Python agent's first run, saving its state, on a new server holding the initial objects:
+/// the state's folder (removed when dropped), the server, and the agent's report of a snapshot.
+async fn python_first_run(transport: Transport) -> (tempfile::TempDir, TestServer, Report) {
+    let state = tempfile::tempdir().unwrap();
+    let mut server = TestServer::start_on(config(), transport).await;
+    let (pod_objects, namespace_objects) = initial_objects();
+    server.apply(&pod_objects, &namespace_objects);
+    let state_file = state.path().join("state.json");
+    let args = resuming_args(&state_file);
+    let first = Agent::spawn(Stack::Python, &server, &args, 0)
+        .report()
+        .await;
+    assert_eq!(first.resume_mode, "RESUME_MODE_SNAPSHOT");
+    (state, server, first)
 }
 
 /// The Python agent's arguments to resume from, and save to, `state_file`, accepting zstd.
