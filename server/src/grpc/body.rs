@@ -30,12 +30,11 @@ use tonic::Status;
 use tonic::codegen::http::HeaderMap;
 
 use crate::fanout::{self, OutgoingMessage};
+use crate::grpc::codec::MESSAGE_PREFIX_BYTES;
 
 /// Pieces at least this long go to HTTP/2 without a copy; shorter ones are copied behind the
 /// prefix, since a DATA frame of their own would cost more than the copy.
 pub(crate) const SHARE_AT_BYTES: usize = 1024;
-/// The gRPC length prefix: a compression flag and a big-endian length.
-const PREFIX_BYTES: usize = 5;
 /// After handing this much to HTTP/2 without a pause, the body yields before its next message.
 ///
 /// A catch-up is many messages the sender has ready at once. Handed over in one go, up to
@@ -180,7 +179,7 @@ impl WatchBody {
             .map(Bytes::len)
             .filter(|len| *len < SHARE_AT_BYTES)
             .sum();
-        let mut head = BytesMut::with_capacity(PREFIX_BYTES + copied);
+        let mut head = BytesMut::with_capacity(MESSAGE_PREFIX_BYTES + copied);
         head.put_u8(0);
         head.put_u32(len);
         for piece in message.pieces() {

@@ -6,6 +6,11 @@ use prost::Message;
 use tonic::Status;
 use tonic::codec::{BufferSettings, DecodeBuf, Decoder};
 
+/// The length prefix of every gRPC message on the wire: a compressed flag byte and a
+/// big-endian `u32` length (gRPC over HTTP/2, "Length-Prefixed-Message"). Both transports
+/// and the health service frame with it.
+pub(crate) const MESSAGE_PREFIX_BYTES: usize = 5;
+
 /// Initial decode buffer per stream: agents send a Hello once, then Acks of a few bytes.
 const DECODE_BUFFER_BYTES: usize = 512;
 /// tonic's yield threshold for decoding; unused for decoding, kept small.

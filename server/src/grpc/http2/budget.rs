@@ -10,6 +10,8 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use crate::grpc::codec::MESSAGE_PREFIX_BYTES;
+
 /// How many incomplete messages at the limit the budget holds at once.
 pub(super) const MESSAGES_AT_LIMIT: usize = 64;
 
@@ -26,7 +28,7 @@ impl InboundBudget {
     pub(super) fn for_messages(max_message: usize) -> Self {
         Self::new(
             max_message
-                .saturating_add(super::inbound::PREFIX_BYTES)
+                .saturating_add(MESSAGE_PREFIX_BYTES)
                 .saturating_mul(MESSAGES_AT_LIMIT),
         )
     }

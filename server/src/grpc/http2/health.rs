@@ -18,12 +18,12 @@ use tonic::Status;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::{HealthCheckRequest, HealthCheckResponse};
 
+use crate::grpc::codec::MESSAGE_PREFIX_BYTES;
+
 use crate::fanout::{Hub, OutgoingMessage};
 
 /// The largest health request read: a service name.
 const MAX_REQUEST_BYTES: usize = 1024;
-/// The gRPC length prefix.
-const PREFIX_BYTES: usize = 5;
 
 /// One health call.
 pub(super) struct HealthCall {
@@ -100,7 +100,7 @@ impl HealthCall {
             return;
         };
         let watch = *watch;
-        if buf.len() + data.len() > PREFIX_BYTES + MAX_REQUEST_BYTES {
+        if buf.len() + data.len() > MESSAGE_PREFIX_BYTES + MAX_REQUEST_BYTES {
             self.state = State::Check(Some(Err(Status::resource_exhausted(format!(
                 "a health request over {MAX_REQUEST_BYTES} bytes"
             )))));
@@ -175,14 +175,14 @@ impl HealthCall {
 
 /// The service named by a whole request in `buf`, once there is one.
 fn parse(buf: &[u8]) -> Option<Result<String, Status>> {
-    let prefix = buf.get(..PREFIX_BYTES)?;
+    let prefix = buf.get(..MESSAGE_PREFIX_BYTES)?;
     let len = u32::from_be_bytes([prefix[1], prefix[2], prefix[3], prefix[4]]) as usize;
     if prefix[0] != 0 {
         return Some(Err(Status::unimplemented(
             "compressed health requests are not supported",
         )));
     }
-    let body = buf.get(PREFIX_BYTES..PREFIX_BYTES + len)?;
+    let body = buf.get(MESSAGE_PREFIX_BYTES..MESSAGE_PREFIX_BYTES + len)?;
     Some(
         HealthCheckRequest::decode(body)
             .map(|request| request.service)

@@ -18,11 +18,10 @@ use futures::Stream;
 use prost::Message as _;
 
 use crate::fanout::InboundError;
+use crate::grpc::codec::MESSAGE_PREFIX_BYTES;
 
 use super::budget::InboundBudget;
 
-/// The gRPC length prefix: a compression flag and a big-endian length.
-pub(super) const PREFIX_BYTES: usize = 5;
 /// A reader's buffer is freed once empty if it grew past this (after a large Hello).
 const KEEP_BUFFER_BYTES: usize = 4096;
 
@@ -61,7 +60,7 @@ impl MessageReader {
             return;
         }
         self.buf.extend_from_slice(data);
-        while self.buf.len() >= PREFIX_BYTES {
+        while self.buf.len() >= MESSAGE_PREFIX_BYTES {
             let compressed = self.buf[0];
             let len =
                 u32::from_be_bytes([self.buf[1], self.buf[2], self.buf[3], self.buf[4]]) as usize;
@@ -80,10 +79,10 @@ impl MessageReader {
                 ))));
                 return;
             }
-            if self.buf.len() < PREFIX_BYTES + len {
+            if self.buf.len() < MESSAGE_PREFIX_BYTES + len {
                 break;
             }
-            self.buf.advance(PREFIX_BYTES);
+            self.buf.advance(MESSAGE_PREFIX_BYTES);
             let body = self.buf.split_to(len);
             match AgentMessage::decode(&body[..]) {
                 Ok(message) => deliver(Ok(message)),

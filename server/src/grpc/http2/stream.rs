@@ -22,6 +22,7 @@ use tokio::time::Instant;
 use tonic::Status;
 
 use crate::fanout::{Outgoing, OutgoingMessage};
+use crate::grpc::codec::MESSAGE_PREFIX_BYTES;
 
 use super::frame::{self, Frame, Reason, flag};
 use super::headers;
@@ -32,8 +33,6 @@ use super::outbox::Outbox;
 /// Pieces at least this long are queued as shared bytes; shorter ones are copied behind the
 /// frame header, since a slice of their own would cost more than the copy.
 const SHARE_AT_BYTES: usize = 1024;
-/// The gRPC length prefix.
-const PREFIX_BYTES: usize = 5;
 /// The body of an answer to a request that is not gRPC (`405`, `415`): for whoever tried.
 const HTTP_ERROR_BODY: &[u8] =
     b"this port serves gRPC only: POST with content-type application/grpc\n";
@@ -166,7 +165,7 @@ impl Call {
 #[derive(Debug)]
 struct Sending {
     message: OutgoingMessage,
-    prefix: [u8; PREFIX_BYTES],
+    prefix: [u8; MESSAGE_PREFIX_BYTES],
     /// Bytes of the prefix sent.
     prefix_sent: usize,
     /// The piece being sent, and how much of it went.
@@ -181,7 +180,7 @@ struct Sending {
 impl Sending {
     fn new(message: OutgoingMessage) -> Self {
         let len = message.len();
-        let mut prefix = [0; PREFIX_BYTES];
+        let mut prefix = [0; MESSAGE_PREFIX_BYTES];
         // Messages are bounded by `max_message_bytes` (a u32) before they get here.
         prefix[1..].copy_from_slice(&(len as u32).to_be_bytes());
         Self {
@@ -190,7 +189,7 @@ impl Sending {
             prefix_sent: 0,
             piece: 0,
             piece_offset: 0,
-            remaining: PREFIX_BYTES + len,
+            remaining: MESSAGE_PREFIX_BYTES + len,
             end_stream: false,
         }
     }
@@ -198,8 +197,8 @@ impl Sending {
     /// A whole response body, without the gRPC prefix; its last frame ends the stream.
     fn body(body: Bytes) -> Self {
         let mut sending = Self::new(OutgoingMessage::control(body));
-        sending.prefix_sent = PREFIX_BYTES;
-        sending.remaining -= PREFIX_BYTES;
+        sending.prefix_sent = MESSAGE_PREFIX_BYTES;
+        sending.remaining -= MESSAGE_PREFIX_BYTES;
         sending.end_stream = true;
         sending
     }
@@ -215,8 +214,8 @@ impl Sending {
             end_stream,
         });
         let mut left = len;
-        if self.prefix_sent < PREFIX_BYTES {
-            let n = (PREFIX_BYTES - self.prefix_sent).min(left);
+        if self.prefix_sent < MESSAGE_PREFIX_BYTES {
+            let n = (MESSAGE_PREFIX_BYTES - self.prefix_sent).min(left);
             outbox.copy(&self.prefix[self.prefix_sent..self.prefix_sent + n]);
             self.prefix_sent += n;
             left -= n;
