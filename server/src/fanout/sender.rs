@@ -26,6 +26,7 @@ use super::catchup::{self, Plan, Step, heartbeat_piece, synced_piece};
 use super::hello::{self, AgentHello};
 use super::message::{MessageSplitter, OutgoingMessage};
 use super::metrics::{self, AgentMetrics};
+use super::peer::Peer;
 use super::{Error, Hub, Result};
 
 /// The longest a stream's final status waits for room in the agent's queue.
@@ -72,15 +73,24 @@ pub struct AgentSender<S> {
     outbound: Outbound,
     shutdown: CancellationToken,
     metrics: AgentMetrics,
+    /// Who opened the stream, for admission with the Hello.
+    peer: Peer,
 }
 
 impl<S> AgentSender<S>
 where
     S: Stream<Item = std::result::Result<AgentMessage, InboundError>> + Unpin + Send,
 {
-    /// A sender reading `inbound` and writing to `outbound` until `shutdown`.
-    pub fn new(hub: Hub, inbound: S, outbound: Outbound, shutdown: CancellationToken) -> Self {
+    /// A sender for `peer`, reading `inbound` and writing to `outbound` until `shutdown`.
+    pub fn new(
+        hub: Hub,
+        peer: Peer,
+        inbound: S,
+        outbound: Outbound,
+        shutdown: CancellationToken,
+    ) -> Self {
         Self {
+            peer,
             hub,
             inbound,
             inbound_open: true,
@@ -129,6 +139,7 @@ where
             agent_id = %agent.agent_id, node = %agent.node_name, version = %agent.agent_version,
             subscriptions = agent.subscriptions.len(), "agent said hello"
         );
+        tracing::debug!(peer = ?self.peer, "the agent's credentials");
         if !self.hub.in_sync() {
             let wait = self.hub.config().sync_wait_timeout;
             let hub = self.hub.clone();

@@ -25,7 +25,7 @@ use tonic::server::NamedService;
 use tonic::transport::server::TcpConnectInfo;
 use tracing::Instrument;
 
-use crate::fanout::{AgentSender, Hub, InboundError};
+use crate::fanout::{AgentSender, Authorization, Hub, InboundError, Peer};
 
 use super::body::WatchBody;
 use super::codec::AgentMessageDecoder;
@@ -100,10 +100,18 @@ impl SyncService {
         // `max_hello_bytes` bounds the whole `AgentMessage` (PROTOCOL.md section 9).
         let max_decoding = config.max_hello_bytes as usize;
         let max_message = config.max_message_bytes as usize;
-        let peer = request
-            .extensions()
-            .get::<TcpConnectInfo>()
-            .and_then(TcpConnectInfo::remote_addr);
+        let peer = Peer {
+            address: request
+                .extensions()
+                .get::<TcpConnectInfo>()
+                .and_then(TcpConnectInfo::remote_addr),
+            certificate: None,
+            authorization: request
+                .headers()
+                .get(http::header::AUTHORIZATION)
+                .map(|value| Authorization::from_bytes(value.as_bytes())),
+        };
+        let address = peer.address;
         let inbound = Streaming::new_request(
             AgentMessageDecoder,
             request.into_body(),
@@ -112,8 +120,14 @@ impl SyncService {
         )
         .map(classify as fn(_) -> _);
         let (outbound, queue) = mpsc::channel(self.queue);
-        let sender = AgentSender::new(self.hub.clone(), inbound, outbound, self.shutdown.clone());
-        let span = tracing::info_span!("agent", peer = ?peer, agent_id = tracing::field::Empty);
+        let sender = AgentSender::new(
+            self.hub.clone(),
+            peer,
+            inbound,
+            outbound,
+            self.shutdown.clone(),
+        );
+        let span = tracing::info_span!("agent", peer = ?address, agent_id = tracing::field::Empty);
         let sender = Box::pin(sender.run().instrument(span));
         let body = tonic::body::Body::new(WatchBody::driving(queue, sender, max_message));
         let mut response = http::Response::new(body);

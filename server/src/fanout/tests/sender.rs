@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::super::LogLimits;
 
-use super::super::{AgentSender, Error, FanoutConfig, InboundError, Outgoing};
+use super::super::{AgentSender, Error, FanoutConfig, InboundError, Outgoing, Peer};
 use super::{Fixture, decode, hello, pod};
 
 struct Harness {
@@ -29,7 +29,13 @@ impl Harness {
         let (to_server, inbound) = unbounded();
         let (outbound, from_server) = mpsc::channel(queue);
         let shutdown = CancellationToken::new();
-        let sender = AgentSender::new(fixture.hub.clone(), inbound, outbound, shutdown.clone());
+        let sender = AgentSender::new(
+            fixture.hub.clone(),
+            Peer::default(),
+            inbound,
+            outbound,
+            shutdown.clone(),
+        );
         let task = tokio::spawn(sender.run());
         Self {
             fixture,
@@ -164,6 +170,7 @@ async fn a_send_left_unpolled_past_the_write_timeout_ends_the_stream_with_its_st
     let (outbound, mut from_server) = mpsc::channel(1);
     let sender = AgentSender::new(
         fixture.hub.clone(),
+        Peer::default(),
         inbound,
         outbound,
         CancellationToken::new(),

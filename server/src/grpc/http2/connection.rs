@@ -22,7 +22,7 @@ use tokio_util::sync::WaitForCancellationFutureOwned;
 use tonic::Status;
 use tracing::Instrument;
 
-use crate::fanout::AgentSender;
+use crate::fanout::{AgentSender, Authorization, Peer};
 
 use super::Services;
 use super::closed::{Closed, ClosedStreams};
@@ -740,16 +740,22 @@ impl Connection {
                  the Hello as soon as a stream opens"
             )));
         }
-        Ok(Call::Watch(self.watch_call()))
+        Ok(Call::Watch(self.watch_call(request.authorization.clone())))
     }
 
     /// A Watch call with its agent's sender.
-    fn watch_call(&self) -> WatchCall {
+    fn watch_call(&self, authorization: Option<Authorization>) -> WatchCall {
         let services = &self.services;
         let mailbox = Mailbox::default();
         let (outbound, queue) = mpsc::channel(services.config.queue.max(1));
+        let peer = Peer {
+            address: Some(self.peer),
+            certificate: None,
+            authorization,
+        };
         let sender = AgentSender::new(
             services.hub.clone(),
+            peer,
             mailbox.reader(),
             outbound,
             services.shutdown.clone(),

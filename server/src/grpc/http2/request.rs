@@ -7,6 +7,8 @@
 //! request pseudo-header fields come first, each once. A block that breaks a rule is malformed:
 //! the caller resets its stream with PROTOCOL_ERROR (RFC 9113 section 8.1.1).
 
+use crate::fanout::Authorization;
+
 /// Values of the fields kept from a request are cut at this length.
 const MAX_VALUE_BYTES: usize = 1024;
 
@@ -33,6 +35,8 @@ pub(super) struct RequestHead {
     pub(super) content_type: String,
     /// `grpc-encoding`, if sent.
     pub(super) grpc_encoding: Option<String>,
+    /// `authorization`, if sent: the agent's credentials, for admission.
+    pub(super) authorization: Option<Authorization>,
     /// `content-length`, if sent: the request's DATA must add up to it (RFC 9113 8.1.1).
     pub(super) content_length: Option<u64>,
     /// The decoded list is over the advertised limit.
@@ -96,6 +100,10 @@ impl RequestHead {
             }
             b"content-type" => {
                 self.content_type = kept(value);
+                Ok(())
+            }
+            b"authorization" => {
+                self.authorization = Some(Authorization::from_bytes(value));
                 Ok(())
             }
             b"grpc-encoding" => {
