@@ -17,31 +17,55 @@ type agent struct {
 	subscriptions map[string]bool
 	store         map[string]map[objectKey][]byte
 	report        *report
+	// resuming is set when the Hello carried a Resume from a saved state.
+	resuming bool
+	// infos is the Welcome's ResourceInfo by resource.
+	infos map[string]resourceInfo
 
 	welcomed bool
 	// synced is set by the first Synced.
 	synced bool
 	// revision is the complete revision (PROTOCOL.md section 4.4).
 	revision uint64
-	// resync holds, while a resync is open, the keys it upserted per resource.
-	resync map[string]map[objectKey]bool
+	// resync holds, while a resync is open, what it covers per resource.
+	resync map[string]*coverage
 	// resyncRevision is the revision of the open resync's replace frames.
 	resyncRevision uint64
 	// lastDelta is the revision of the latest delta frame of the message being applied.
 	lastDelta uint64
 }
 
-func newAgent(node string, subscriptions []subscription, r *report) *agent {
+// coverage is what an open resync replaces of one resource: all of it, or some digest
+// buckets, and the keys its replace frames upserted.
+type coverage struct {
+	whole    bool
+	buckets  map[uint64]bool
+	upserted map[objectKey]bool
+}
+
+// newAgent starts empty, or from saved (nil on a first run) for the resources it subscribes.
+func newAgent(node string, subscriptions []subscription, saved *savedState, r *report) *agent {
 	a := &agent{
 		node:          node,
 		subscriptions: map[string]bool{},
 		store:         map[string]map[objectKey][]byte{},
 		report:        r,
+		resuming:      saved != nil,
+		infos:         map[string]resourceInfo{},
 	}
 	for _, s := range subscriptions {
 		a.subscriptions[s.resource] = s.nodeScoped
-		a.store[s.resource] = map[objectKey][]byte{}
+		objects := map[objectKey][]byte{}
+		if saved != nil && saved.Resources[s.resource] != nil {
+			for _, o := range saved.Resources[s.resource].Objects {
+				objects[objectKey{o.Namespace, o.Name}] = o.Value
+			}
+		}
+		a.store[s.resource] = objects
 		r.Resources[s.resource] = &resourceReport{}
+	}
+	if saved != nil {
+		a.revision = saved.Revision
 	}
 	return a
 }
@@ -96,7 +120,7 @@ func (a *agent) welcome(w *welcome) error {
 	if len(w.epoch) != 16 {
 		return fmt.Errorf("Welcome.epoch has %d bytes, want 16", len(w.epoch))
 	}
-	served := map[string]resourceInfo{}
+	served := a.infos
 	for _, info := range w.resources {
 		served[info.resource] = info
 	}
@@ -115,8 +139,13 @@ func (a *agent) welcome(w *welcome) error {
 	a.report.ResumeMode = resumeModes[w.resumeMode]
 	a.report.MaxMessageBytes = w.maxMessageBytes
 	a.report.HeartbeatIntervalMs = w.heartbeatInterval
-	if w.resumeMode != 1 {
+	if !a.resuming && w.resumeMode != 1 {
 		return fmt.Errorf("resume mode %d for a Hello without Resume, want RESUME_MODE_SNAPSHOT", w.resumeMode)
+	}
+	if w.resumeMode != 2 {
+		// The saved revision belongs to another epoch, or is too old: the catch-up is a
+		// resync, and the complete revision is its Synced's.
+		a.revision = 0
 	}
 	return nil
 }
@@ -155,7 +184,7 @@ func (a *agent) frame(f frame) error {
 		if a.resync != nil {
 			return fmt.Errorf("a delta frame inside a resync")
 		}
-		if !a.synced {
+		if !a.synced && !a.resuming {
 			return fmt.Errorf("a delta frame before the first Synced of a snapshot")
 		}
 		if f.revision <= a.revision || f.revision < a.lastDelta {
@@ -184,23 +213,29 @@ func (a *agent) frame(f frame) error {
 
 // replace records a replace frame in the open resync, opening one if needed (section 5.4).
 func (a *agent) replace(f frame, payload framePayload) error {
-	if len(f.replacedBuckets) > 0 {
+	if len(f.replacedBuckets) > 0 && !a.resuming {
 		// Only a digest resync names buckets, and only an agent that sent digests gets one.
 		return fmt.Errorf("a replace frame for %d buckets, but this agent sent no digests", len(f.replacedBuckets))
 	}
 	if a.resync == nil {
-		a.resync = map[string]map[objectKey]bool{}
+		a.resync = map[string]*coverage{}
 		a.resyncRevision = f.revision
 	} else if f.revision != a.resyncRevision {
 		return fmt.Errorf("a replace frame at revision %d in a resync at %d", f.revision, a.resyncRevision)
 	}
-	upserted := a.resync[f.resource]
-	if upserted == nil {
-		upserted = map[objectKey]bool{}
-		a.resync[f.resource] = upserted
+	c := a.resync[f.resource]
+	if c == nil {
+		c = &coverage{buckets: map[uint64]bool{}, upserted: map[objectKey]bool{}}
+		a.resync[f.resource] = c
+	}
+	if len(f.replacedBuckets) == 0 {
+		c.whole = true
+	}
+	for _, b := range f.replacedBuckets {
+		c.buckets[b] = true
 	}
 	for _, u := range payload.upserts {
-		upserted[u.key] = true
+		c.upserted[u.key] = true
 	}
 	return nil
 }
@@ -210,13 +245,16 @@ func (a *agent) closeResync(revision uint64) error {
 	if a.resync != nil && a.resyncRevision != revision {
 		return fmt.Errorf("Synced at %d closes a resync of replace frames at %d", revision, a.resyncRevision)
 	}
-	if revision < a.revision {
+	if revision < a.revision && a.resync == nil {
 		return fmt.Errorf("Synced at %d, before the complete revision %d", revision, a.revision)
 	}
-	for resource, upserted := range a.resync {
+	for resource, c := range a.resync {
+		a.report.ReplacedBuckets += len(c.buckets)
+		buckets := a.infos[resource].digestBuckets
 		objects := a.store[resource]
 		for key := range objects {
-			if !upserted[key] {
+			covered := c.whole || (buckets > 0 && c.buckets[keyHash(key)&(buckets-1)])
+			if covered && !c.upserted[key] {
 				delete(objects, key)
 			}
 		}

@@ -5,6 +5,8 @@
 // sends a Hello (accepting ENCODING_PROTO only, so payloads need no zstd), applies frames until
 // Synced, sends an Ack of the synced revision and closes its side of the stream. With
 // -wait-deltas N it then keeps reading the half-closed stream until N delta frames arrived.
+// With -state FILE it resumes from the state a synced run saved there (epoch, revision, objects,
+// digests) and saves its own at the end.
 // It prints one JSON line of what it saw on stdout and exits 0; on any error or timeout it
 // prints the reason on stderr and exits 1 (2 for bad flags).
 //
@@ -78,6 +80,14 @@ type config struct {
 	timeout       time.Duration
 	waitDeltas    int
 	subscriptions []subscription
+	// protocolVersion is the Hello's protocol_version (1 unless a test asks for another).
+	protocolVersion uint64
+	// padAgentID makes the Hello this many bytes larger, to meet the Hello size limit.
+	padAgentID int
+	// noHello opens the stream and sends nothing, to meet the Hello deadline.
+	noHello bool
+	// state is the file to resume from and save to; empty for none.
+	state string
 }
 
 // report is the JSON line on stdout.
@@ -92,15 +102,17 @@ type report struct {
 	SyncedRevision      uint64 `json:"synced_revision"`
 	AckedRevision       uint64 `json:"acked_revision"`
 	// Revision is the complete revision when the agent stopped.
-	Revision       uint64                     `json:"revision"`
-	Messages       int                        `json:"messages"`
-	Bytes          int                        `json:"bytes"`
-	LargestMessage int                        `json:"largest_message"`
-	Frames         int                        `json:"frames"`
-	ReplaceFrames  int                        `json:"replace_frames"`
-	DeltaFrames    int                        `json:"delta_frames"`
-	Heartbeats     int                        `json:"heartbeats"`
-	Resources      map[string]*resourceReport `json:"resources"`
+	Revision       uint64 `json:"revision"`
+	Messages       int    `json:"messages"`
+	Bytes          int    `json:"bytes"`
+	LargestMessage int    `json:"largest_message"`
+	Frames         int    `json:"frames"`
+	ReplaceFrames  int    `json:"replace_frames"`
+	DeltaFrames    int    `json:"delta_frames"`
+	// ReplacedBuckets counts the digest buckets that resyncs replaced.
+	ReplacedBuckets int                        `json:"replaced_buckets"`
+	Heartbeats      int                        `json:"heartbeats"`
+	Resources       map[string]*resourceReport `json:"resources"`
 }
 
 // resourceReport is what the agent saw of one subscribed resource.
@@ -158,6 +170,10 @@ func parseFlags(args []string) (config, error) {
 	fs.BoolVar(&cfg.nodeScoped, "node-scoped", false, "subscribe to every resource scoped to -node")
 	fs.DurationVar(&cfg.timeout, "timeout", 30*time.Second, "give up after this long, from start to exit")
 	fs.IntVar(&cfg.waitDeltas, "wait-deltas", 0, "after the Ack, read until this many delta frames arrived")
+	fs.Uint64Var(&cfg.protocolVersion, "protocol-version", protocolVersion, "the Hello's protocol_version")
+	fs.IntVar(&cfg.padAgentID, "pad-agent-id", 0, "append this many bytes to the agent id (a Hello too large)")
+	fs.BoolVar(&cfg.noHello, "no-hello", false, "open the stream and send no Hello (the Hello deadline)")
+	fs.StringVar(&cfg.state, "state", "", "resume from, and save to, this JSON file")
 	if err := fs.Parse(args); err != nil {
 		return cfg, err
 	}
@@ -174,10 +190,13 @@ func parseFlags(args []string) (config, error) {
 		return cfg, errors.New("-timeout must be positive")
 	case cfg.waitDeltas < 0:
 		return cfg, errors.New("-wait-deltas must not be negative")
+	case cfg.padAgentID < 0:
+		return cfg, errors.New("-pad-agent-id must not be negative")
 	}
 	if cfg.agentID == "" {
 		cfg.agentID = "grpcagent-" + cfg.node
 	}
+	cfg.agentID += strings.Repeat("x", cfg.padAgentID)
 	for _, r := range cfg.resources {
 		cfg.subscriptions = append(cfg.subscriptions, subscription{resource: r, nodeScoped: cfg.nodeScoped})
 	}
@@ -213,20 +232,36 @@ func watch(ctx context.Context, conn *grpc.ClientConn, cfg config, r *report) er
 	// Cancelling this context at the end resets the stream: the agent is done with it.
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	var saved *savedState
+	if cfg.state != "" {
+		var err error
+		if saved, err = loadState(cfg.state); err != nil {
+			return err
+		}
+	}
 	stream, err := conn.NewStream(ctx, &watchDesc, watchMethod)
 	if err != nil {
 		return callError(ctx, cfg, watchMethod, err)
 	}
+	a := newAgent(cfg.node, cfg.subscriptions, saved, r)
+	if cfg.noHello {
+		var ignored []byte
+		err := stream.RecvMsg(&ignored)
+		return callError(ctx, cfg, "waiting without a Hello", err)
+	}
 	h := hello{
-		agentID:       cfg.agentID,
-		nodeName:      cfg.node,
-		agentVersion:  "grpcagent (grpc-go " + grpc.Version + ")",
-		subscriptions: cfg.subscriptions,
+		protocolVersion: cfg.protocolVersion,
+		agentID:         cfg.agentID,
+		nodeName:        cfg.node,
+		agentVersion:    "grpcagent (grpc-go " + grpc.Version + ")",
+		subscriptions:   cfg.subscriptions,
+	}
+	if saved != nil {
+		h.resume = resumeOf(saved, cfg.subscriptions, cfg.node, a.store)
 	}
 	if err := send(stream, h.encode()); err != nil {
 		return callError(ctx, cfg, "sending the Hello", err)
 	}
-	a := newAgent(cfg.node, cfg.subscriptions, r)
 	for !a.synced {
 		if err := receive(stream, a); err != nil {
 			return callError(ctx, cfg, fmt.Sprintf("waiting for Synced (after %d messages)", r.Messages), err)
@@ -246,6 +281,11 @@ func watch(ctx context.Context, conn *grpc.ClientConn, cfg config, r *report) er
 		}
 	}
 	a.finish()
+	if cfg.state != "" {
+		if err := saveState(cfg.state, stateOf(a)); err != nil {
+			return fmt.Errorf("saving the state: %w", err)
+		}
+	}
 	return nil
 }
 

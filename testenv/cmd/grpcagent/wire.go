@@ -31,18 +31,36 @@ type subscription struct {
 	nodeScoped bool
 }
 
-// hello is the agent's first message. It never carries a Resume: this agent always starts empty.
+// hello is the agent's first message.
 type hello struct {
-	agentID       string
-	nodeName      string
-	agentVersion  string
-	subscriptions []subscription
+	protocolVersion uint64
+	agentID         string
+	nodeName        string
+	agentVersion    string
+	subscriptions   []subscription
+	// resume is what an earlier run kept, or nil on a first connect.
+	resume *resume
+}
+
+// resume is a Hello's Resume.
+type resume struct {
+	epoch    []byte
+	revision uint64
+	digests  []resourceDigest
+}
+
+// resourceDigest is one ResourceDigest of a Resume.
+type resourceDigest struct {
+	resource    string
+	scope       string
+	fingerprint uint64
+	buckets     []uint64
 }
 
 // encode returns AgentMessage{hello}.
 func (h hello) encode() []byte {
 	var b []byte
-	b = appendVarint(b, 1, protocolVersion)
+	b = appendVarint(b, 1, h.protocolVersion)
 	b = appendString(b, 2, h.agentID)
 	b = appendString(b, 3, h.nodeName)
 	b = appendString(b, 4, h.agentVersion)
@@ -55,10 +73,39 @@ func (h hello) encode() []byte {
 		b = protowire.AppendTag(b, 5, protowire.BytesType)
 		b = protowire.AppendBytes(b, sub)
 	}
+	if h.resume != nil {
+		b = protowire.AppendTag(b, 6, protowire.BytesType)
+		b = protowire.AppendBytes(b, h.resume.encode())
+	}
 	// accepted_encodings, packed as proto3 packs repeated enums: PROTO only, so no zstd here.
 	b = protowire.AppendTag(b, 7, protowire.BytesType)
 	b = protowire.AppendBytes(b, protowire.AppendVarint(nil, encodingProto))
 	return protowire.AppendBytes(protowire.AppendTag(nil, 1, protowire.BytesType), b)
+}
+
+// encode returns the Resume message's bytes.
+func (r *resume) encode() []byte {
+	var b []byte
+	b = protowire.AppendTag(b, 1, protowire.BytesType)
+	b = protowire.AppendBytes(b, r.epoch)
+	b = appendVarint(b, 2, r.revision)
+	for _, d := range r.digests {
+		var m []byte
+		m = appendString(m, 1, d.resource)
+		m = appendString(m, 2, d.scope)
+		m = protowire.AppendTag(m, 3, protowire.Fixed64Type)
+		m = protowire.AppendFixed64(m, d.fingerprint)
+		m = appendVarint(m, 4, uint64(len(d.buckets)))
+		var packed []byte
+		for _, v := range d.buckets {
+			packed = protowire.AppendFixed64(packed, v)
+		}
+		m = protowire.AppendTag(m, 5, protowire.BytesType)
+		m = protowire.AppendBytes(m, packed)
+		b = protowire.AppendTag(b, 3, protowire.BytesType)
+		b = protowire.AppendBytes(b, m)
+	}
+	return b
 }
 
 // encodeAck returns AgentMessage{ack: Ack{revision}}.
