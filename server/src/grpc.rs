@@ -6,11 +6,12 @@
 //! the HTTP/2 connections close gracefully. Health is `SERVING` only while the hub is in sync.
 
 mod body;
-mod codec;
+mod framing;
 mod http2;
 #[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]
 pub use http2::fuzz as http2_fuzz;
+mod request_body;
 mod service;
 #[cfg(test)]
 mod tests;
@@ -82,8 +83,9 @@ pub struct GrpcConfig {
     pub http2_keepalive_interval: Option<Duration>,
     /// How long a PING may go unanswered before the connection is closed.
     pub http2_keepalive_timeout: Option<Duration>,
-    /// Streams per connection; `None` leaves hyper's default.
-    pub max_concurrent_streams: Option<u32>,
+    /// Streams per connection (`SETTINGS_MAX_CONCURRENT_STREAMS`), the same on both transports.
+    /// An agent opens one; a few more are health checks.
+    pub max_concurrent_streams: u32,
     /// `TCP_NODELAY` on accepted sockets: deltas are small and latency matters.
     pub tcp_nodelay: bool,
 }
@@ -97,7 +99,7 @@ impl Default for GrpcConfig {
             initial_connection_window_bytes: 1024 * 1024,
             http2_keepalive_interval: Some(Duration::from_secs(30)),
             http2_keepalive_timeout: Some(Duration::from_secs(20)),
-            max_concurrent_streams: None,
+            max_concurrent_streams: 100,
             tcp_nodelay: true,
         }
     }
@@ -142,13 +144,40 @@ async fn serve_tonic(
         .initial_connection_window_size(config.initial_connection_window_bytes)
         .http2_keepalive_interval(config.http2_keepalive_interval)
         .http2_keepalive_timeout(config.http2_keepalive_timeout)
-        .max_concurrent_streams(config.max_concurrent_streams)
+        .max_concurrent_streams(Some(config.max_concurrent_streams))
         .add_service(health)
         .add_service(sync)
         .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
         .await;
     reporting.abort();
     served.map_err(Error::from)
+}
+
+/// The path of the one method agents call.
+const WATCH_PATH: &str = "/cattail.v1.Sync/Watch";
+
+/// The status that refuses a call to `path` whose messages are compressed with `encoding`
+/// (its `grpc-encoding`), before anything runs, on either transport; `None` for a Watch call
+/// this server serves. Health calls are routed before this.
+fn refuse_call(path: &str, encoding: Option<&[u8]>) -> Option<Status> {
+    if path != WATCH_PATH {
+        return Some(if path.starts_with("/cattail.v1.Sync/") {
+            Status::unimplemented("cattail.v1.Sync has only Watch")
+        } else {
+            Status::unimplemented(format!(
+                "unknown method {path:?}: this port serves cattail.v1.Sync/Watch and \
+                 grpc.health.v1.Health"
+            ))
+        });
+    }
+    match encoding {
+        None | Some(b"identity") => None,
+        Some(other) => Some(Status::unimplemented(format!(
+            "request compression {:?} is not supported: send uncompressed messages (server \
+             payloads are compressed inside frames)",
+            String::from_utf8_lossy(other)
+        ))),
+    }
 }
 
 /// The gRPC status that ends an agent's stream for `error`: docs/PROTOCOL.md section 10.

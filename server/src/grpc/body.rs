@@ -30,7 +30,7 @@ use tonic::Status;
 use tonic::codegen::http::HeaderMap;
 
 use crate::fanout::{self, OutgoingMessage};
-use crate::grpc::codec::MESSAGE_PREFIX_BYTES;
+use crate::grpc::framing::MESSAGE_PREFIX_BYTES;
 
 /// Pieces at least this long go to HTTP/2 without a copy; shorter ones are copied behind the
 /// prefix, since a DATA frame of their own would cost more than the copy.

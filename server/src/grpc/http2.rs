@@ -10,7 +10,6 @@
 //! shutdown behaviour as the tonic transport, which stays selectable (`--grpc-transport`).
 //! The subset of HTTP/2 it speaks is in docs/PROTOCOL.md section 2.
 
-mod budget;
 mod closed;
 mod connection;
 mod frame;
@@ -38,11 +37,10 @@ use tonic::Status;
 use tracing::Instrument;
 
 use crate::fanout::Hub;
+use crate::grpc::framing::InboundBudget;
 
 use super::GrpcConfig;
 
-/// The path of the one Sync method.
-const WATCH_PATH: &str = "/cattail.v1.Sync/Watch";
 /// After a failed accept (out of file descriptors, say), wait this long before the next.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
@@ -76,7 +74,7 @@ struct Services {
     /// The largest agent message read: a Hello at its limit.
     max_inbound_bytes: usize,
     /// Bytes held for incomplete agent messages, across connections.
-    inbound_budget: Arc<budget::InboundBudget>,
+    inbound_budget: Arc<InboundBudget>,
     /// The largest message sent.
     max_message_bytes: usize,
 }
@@ -95,9 +93,7 @@ pub(super) async fn serve(
         // `max_hello_bytes` bounds the whole `AgentMessage`, the size an agent's gRPC stack sees
         // (PROTOCOL.md section 9), so the limit a refusal quotes is the one `Welcome` announces.
         max_inbound_bytes: fanout.max_hello_bytes as usize,
-        inbound_budget: Arc::new(budget::InboundBudget::for_messages(
-            fanout.max_hello_bytes as usize,
-        )),
+        inbound_budget: Arc::new(InboundBudget::for_messages(fanout.max_hello_bytes as usize)),
         max_message_bytes: fanout.max_message_bytes as usize,
         hub,
         shutdown: shutdown.clone(),

@@ -3,35 +3,32 @@
 //!
 //! The generated `SyncServer` is not used: its prost codec would encode every `ServerMessage`
 //! once per agent, and tonic's encoder copies each message into a per-stream buffer. Here the
-//! request is decoded by tonic (`Streaming`), and the response is the shared pieces themselves.
+//! request body is read by the same message reader as the native transport's
+//! ([`RequestMessages`]), and the response is the shared pieces themselves.
 //! The response body reads a bounded queue of `queue` messages, so the sender feels the agent's
 //! HTTP/2 flow control directly: when the agent stops reading, the queue fills, the body is not
 //! polled, and neither is the sender, whose write timeout ends the stream if it is still blocked
-//! when it runs again. Inbound errors are classified here, in terms the fan-out understands;
+//! when it runs again. Calls are refused as on the native transport (`super::refuse_call`);
 //! fan-out errors become a `Status` through [`super::status`].
 
 use std::convert::Infallible;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use cattail_proto::pb::AgentMessage;
 use cattail_proto::pb::sync_server::SERVICE_NAME;
-use futures::StreamExt;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tonic::Status;
-use tonic::codec::Streaming;
 use tonic::codegen::{Body, BoxFuture, Service, StdError, http};
 use tonic::server::NamedService;
 use tonic::transport::server::TcpConnectInfo;
 use tracing::Instrument;
 
-use crate::fanout::{AgentSender, Authorization, Hub, InboundError, Peer};
+use crate::fanout::{AgentSender, Authorization, Hub, Peer};
 
 use super::body::WatchBody;
-use super::codec::AgentMessageDecoder;
+use super::framing::InboundBudget;
+use super::request_body::RequestMessages;
 
-/// The path of the one method.
-const WATCH_PATH: &str = "/cattail.v1.Sync/Watch";
 /// The header that names a request's message compression.
 const GRPC_ENCODING: &str = "grpc-encoding";
 
@@ -41,14 +38,21 @@ pub(crate) struct SyncService {
     hub: Hub,
     shutdown: CancellationToken,
     queue: usize,
+    /// Bytes held for partial messages, across every stream of the transport.
+    inbound_budget: Arc<InboundBudget>,
 }
 
 impl SyncService {
     pub(crate) fn new(hub: Hub, shutdown: CancellationToken, queue: usize) -> Self {
+        // The same budget as the native transport's: `max_hello_bytes` bounds a whole message.
+        let inbound_budget = Arc::new(InboundBudget::for_messages(
+            hub.config().max_hello_bytes as usize,
+        ));
         Self {
             hub,
             shutdown,
             queue: queue.max(1),
+            inbound_budget,
         }
     }
 }
@@ -83,17 +87,9 @@ impl SyncService {
         B: Body<Data = bytes::Bytes> + Send + 'static,
         B::Error: Into<StdError> + Send + 'static,
     {
-        if request.uri().path() != WATCH_PATH {
-            return Status::unimplemented("cattail.v1.Sync has only Watch").into_http();
-        }
-        if let Some(encoding) = request.headers().get(GRPC_ENCODING)
-            && encoding != "identity"
-        {
-            return Status::unimplemented(format!(
-                "request compression {encoding:?} is not supported: send uncompressed \
-                 messages (server payloads are compressed inside frames)"
-            ))
-            .into_http();
+        let encoding = request.headers().get(GRPC_ENCODING).map(|v| v.as_bytes());
+        if let Some(refused) = super::refuse_call(request.uri().path(), encoding) {
+            return refused.into_http();
         }
         let config = self.hub.config();
         // The agent's only large message is its Hello: nothing bigger is ever buffered.
@@ -112,13 +108,11 @@ impl SyncService {
                 .map(|value| Authorization::from_bytes(value.as_bytes())),
         };
         let address = peer.address;
-        let inbound = Streaming::new_request(
-            AgentMessageDecoder,
+        let inbound = RequestMessages::new(
             request.into_body(),
-            None,
-            Some(max_decoding),
-        )
-        .map(classify as fn(_) -> _);
+            max_decoding,
+            self.inbound_budget.clone(),
+        );
         let (outbound, queue) = mpsc::channel(self.queue);
         let sender = AgentSender::new(
             self.hub.clone(),
@@ -137,15 +131,4 @@ impl SyncService {
         );
         response
     }
-}
-
-/// Turns an inbound transport result into what the sender understands.
-fn classify(item: Result<AgentMessage, Status>) -> Result<AgentMessage, InboundError> {
-    item.map_err(|status| match status.code() {
-        // tonic's decoder refuses a message over the size limit with OUT_OF_RANGE.
-        tonic::Code::OutOfRange => InboundError::TooLarge(status.message().to_owned()),
-        // Our decoder's answer to bytes that are not an AgentMessage.
-        tonic::Code::InvalidArgument => InboundError::Malformed(status.message().to_owned()),
-        _ => InboundError::Closed(status.message().to_owned()),
-    })
 }

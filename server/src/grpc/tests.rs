@@ -433,6 +433,70 @@ mod service {
         assert!(message.contains("compression"), "{message}");
     }
 
+    /// A request body of `bytes` in one DATA frame, then its end.
+    struct OneChunk(Option<bytes::Bytes>);
+
+    impl http_body::Body for OneChunk {
+        type Data = bytes::Bytes;
+        type Error = std::convert::Infallible;
+
+        fn poll_frame(
+            mut self: std::pin::Pin<&mut Self>,
+            _cx: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+            std::task::Poll::Ready(self.0.take().map(|data| Ok(http_body::Frame::data(data))))
+        }
+    }
+
+    /// The status a Watch whose request body is `bytes` ends with, from its trailers.
+    async fn status_for_body(bytes: &[u8]) -> (i32, String) {
+        use http_body::Body as _;
+        let request = http::Request::builder()
+            .uri("http://cattail/cattail.v1.Sync/Watch")
+            .header("content-type", "application/grpc")
+            .body(OneChunk(Some(bytes::Bytes::copy_from_slice(bytes))))
+            .unwrap();
+        let mut body = service().watch(request).into_body();
+        loop {
+            let frame = std::future::poll_fn(|cx| std::pin::Pin::new(&mut body).poll_frame(cx))
+                .await
+                .expect("the response ended without trailers")
+                .unwrap();
+            if let Ok(trailers) = frame.into_trailers() {
+                let code = trailers["grpc-status"].to_str().unwrap().parse().unwrap();
+                let message = trailers
+                    .get("grpc-message")
+                    .map(|m| {
+                        percent_encoding::percent_decode(m.as_bytes())
+                            .decode_utf8_lossy()
+                            .into_owned()
+                    })
+                    .unwrap_or_default();
+                return (code, message);
+            }
+        }
+    }
+
+    // The native transport's answers to the same bytes are in http2/tests (raw frames) and
+    // framing.rs: both read requests through one `MessageReader`.
+    #[tokio::test]
+    async fn compressed_and_truncated_requests_get_the_native_transports_status() {
+        let (code, message) = status_for_body(&[1, 0, 0, 0, 2, 8, 1]).await;
+        assert_eq!(code, tonic::Code::InvalidArgument as i32, "{message}");
+        assert!(message.contains("compressed"), "{message}");
+
+        let (code, message) = status_for_body(&[0, 0, 0, 0, 10, 1, 2]).await;
+        assert_eq!(code, tonic::Code::InvalidArgument as i32, "{message}");
+        assert!(message.contains("inside a message"), "{message}");
+
+        let (code, message) = status_for_body(&[0, 0, 0, 0, 2, 0xff, 0xff]).await;
+        assert_eq!(code, tonic::Code::InvalidArgument as i32, "{message}");
+        assert!(message.contains("AgentMessage"), "{message}");
+
+        let (code, message) = status_for_body(&[0, 0x7f, 0xff, 0xff, 0xff]).await;
+        assert_eq!(code, tonic::Code::ResourceExhausted as i32, "{message}");
+    }
+
     #[tokio::test]
     async fn a_watch_is_answered_with_a_grpc_stream() {
         let service = service();

@@ -29,10 +29,11 @@ use super::closed::{Closed, ClosedStreams};
 use super::frame::{self, Frame, FrameError, Head, Reason, flag, kind, setting};
 use super::headers::{self, HeaderDecoder};
 use super::health::HealthCall;
-use super::inbound::{Mailbox, MessageReader};
+use super::inbound::Mailbox;
 use super::outbox::Outbox;
 use super::request::RequestHead;
 use super::stream::{self, Call, SendContext, Stream, WatchCall};
+use crate::grpc::framing::MessageReader;
 
 /// Streams stop adding DATA once this much waits to be written.
 const OUTBOX_BUDGET: usize = 256 * 1024;
@@ -58,8 +59,6 @@ const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10
 const LINGER: std::time::Duration = std::time::Duration::from_secs(1);
 /// Rounds of read, run and write in one poll before the task yields to others.
 const MAX_ROUNDS: usize = 16;
-/// The stream limit advertised when the config leaves it unset.
-const DEFAULT_MAX_STREAMS: u32 = 100;
 /// Running streams a peer may reset on one connection; an agent opens one stream, or a few
 /// over a long life (the "rapid reset" pattern opens and resets them by the thousand).
 const MAX_PEER_RESETS: u32 = 1000;
@@ -172,7 +171,7 @@ impl Connection {
     pub(super) fn new(io: TcpStream, peer: SocketAddr, services: Arc<Services>) -> Self {
         let config = &services.config;
         let mut outbox = Outbox::default();
-        let max_streams = config.max_concurrent_streams.unwrap_or(DEFAULT_MAX_STREAMS);
+        let max_streams = config.max_concurrent_streams;
         outbox.frame(Frame::Settings(&[
             (setting::MAX_CONCURRENT_STREAMS, max_streams),
             (
@@ -585,11 +584,7 @@ impl Connection {
             return Err(protocol("a client opened an even-numbered stream"));
         }
         self.last_stream = id;
-        let max_streams = self
-            .services
-            .config
-            .max_concurrent_streams
-            .unwrap_or(DEFAULT_MAX_STREAMS);
+        let max_streams = self.services.config.max_concurrent_streams;
         if self.no_new_streams || self.streams.len() >= max_streams as usize {
             self.refuse(id, Reason::REFUSED_STREAM);
             return Ok(());
@@ -715,23 +710,9 @@ impl Connection {
                 })?;
             return Ok(Call::Health(call));
         }
-        if path != super::WATCH_PATH {
-            return Err(if path.starts_with("/cattail.v1.Sync/") {
-                Status::unimplemented("cattail.v1.Sync has only Watch")
-            } else {
-                Status::unimplemented(format!(
-                    "unknown method {path:?}: this port serves cattail.v1.Sync/Watch and \
-                     grpc.health.v1.Health"
-                ))
-            });
-        }
-        if let Some(encoding) = &request.grpc_encoding
-            && encoding != "identity"
-        {
-            return Err(Status::unimplemented(format!(
-                "request compression {encoding:?} is not supported: send uncompressed \
-                 messages (server payloads are compressed inside frames)"
-            )));
+        let encoding = request.grpc_encoding.as_deref().map(str::as_bytes);
+        if let Some(refused) = crate::grpc::refuse_call(path, encoding) {
+            return Err(refused);
         }
         let waiting = self.streams.iter().filter(|s| s.awaits_hello()).count();
         if waiting >= MAX_HELLO_STREAMS {

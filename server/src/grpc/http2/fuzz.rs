@@ -19,11 +19,11 @@ use crate::grpc::GrpcConfig;
 use crate::store::{Batch, ProjectedObject, Store};
 
 use super::Services;
-use super::budget::InboundBudget;
 use super::connection::Connection;
 use super::frame::{self, Frame, Head, Reason, flag, kind};
 use super::hpack::Decoder;
-use super::inbound::MessageReader;
+use crate::grpc::framing::InboundBudget;
+use crate::grpc::framing::MessageReader;
 
 /// The HTTP/2 connection preface, for targets that build a connection's input.
 pub const PREFACE: &[u8] = frame::PREFACE;

@@ -18,7 +18,7 @@ use tonic::Status;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::{HealthCheckRequest, HealthCheckResponse};
 
-use crate::grpc::codec::MESSAGE_PREFIX_BYTES;
+use crate::grpc::framing::MESSAGE_PREFIX_BYTES;
 
 use crate::fanout::{Hub, OutgoingMessage};
 

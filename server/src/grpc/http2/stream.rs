@@ -22,13 +22,14 @@ use tokio::time::Instant;
 use tonic::Status;
 
 use crate::fanout::{Outgoing, OutgoingMessage};
-use crate::grpc::codec::MESSAGE_PREFIX_BYTES;
+use crate::grpc::framing::MESSAGE_PREFIX_BYTES;
 
 use super::frame::{self, Frame, Reason, flag};
 use super::headers;
 use super::health::HealthCall;
-use super::inbound::{Mailbox, MessageReader};
+use super::inbound::Mailbox;
 use super::outbox::Outbox;
+use crate::grpc::framing::MessageReader;
 
 /// Pieces at least this long are queued as shared bytes; shorter ones are copied behind the
 /// frame header, since a slice of their own would cost more than the copy.
@@ -326,10 +327,8 @@ impl Stream {
                 let mailbox = &call.mailbox;
                 call.reader.push(data, |item| mailbox.put(item));
                 if end {
-                    if call.reader.is_partial() {
-                        mailbox.put(Err(crate::fanout::InboundError::Malformed(
-                            "the request ended inside a message".into(),
-                        )));
+                    if let Some(error) = call.reader.end() {
+                        mailbox.put(Err(error));
                     }
                     mailbox.close(None);
                 }

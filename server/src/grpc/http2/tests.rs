@@ -718,7 +718,7 @@ async fn requests_that_are_not_watch_calls_get_a_clear_answer() {
 #[tokio::test]
 async fn streams_over_the_limit_are_refused() {
     let config = GrpcConfig {
-        max_concurrent_streams: Some(1),
+        max_concurrent_streams: 1,
         ..GrpcConfig::default()
     };
     let server = start(config, 0).await;

@@ -198,7 +198,7 @@ fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
         [&[0, 4][..], &join(&[&framed_hello])].concat(),
     ));
 
-    let mut watch = request(super::super::WATCH_PATH, false);
+    let mut watch = request("/cattail.v1.Sync/Watch", false);
     put(&mut watch, kind::DATA, 0, 1, &framed_hello);
     put(&mut watch, kind::DATA, 0, 1, &grpc(&ack(1)));
     seeds.push(("connection_bytes", "watch", watch.clone()));

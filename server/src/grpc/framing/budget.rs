@@ -1,4 +1,4 @@
-//! [`InboundBudget`]: the bytes the native transport holds for incomplete inbound messages (a
+//! [`InboundBudget`]: the bytes the gRPC transports hold for incomplete inbound messages (a
 //! Hello part-way in), counted across every connection against one limit.
 //!
 //! Each stream's reader holds at most one partial message, below the message limit; without a
@@ -10,10 +10,10 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use crate::grpc::codec::MESSAGE_PREFIX_BYTES;
+use super::MESSAGE_PREFIX_BYTES;
 
 /// How many incomplete messages at the limit the budget holds at once.
-pub(super) const MESSAGES_AT_LIMIT: usize = 64;
+pub(crate) const MESSAGES_AT_LIMIT: usize = 64;
 
 /// A shared count of held bytes, with a limit.
 #[derive(Debug)]
@@ -25,7 +25,7 @@ pub(crate) struct InboundBudget {
 impl InboundBudget {
     /// The budget for messages of at most `max_message` bytes: [`MESSAGES_AT_LIMIT`] of them,
     /// each with its gRPC length prefix, held at once.
-    pub(super) fn for_messages(max_message: usize) -> Self {
+    pub(crate) fn for_messages(max_message: usize) -> Self {
         Self::new(
             max_message
                 .saturating_add(MESSAGE_PREFIX_BYTES)
@@ -33,7 +33,7 @@ impl InboundBudget {
         )
     }
 
-    pub(super) fn new(limit: usize) -> Self {
+    pub(crate) fn new(limit: usize) -> Self {
         Self {
             held: AtomicUsize::new(0),
             limit,
@@ -41,12 +41,12 @@ impl InboundBudget {
     }
 
     /// The limit, for messages.
-    pub(super) fn limit(&self) -> usize {
+    pub(crate) fn limit(&self) -> usize {
         self.limit
     }
 
     /// Takes `bytes` from the budget; false (and nothing taken) when they do not fit.
-    pub(super) fn take(&self, bytes: usize) -> bool {
+    pub(crate) fn take(&self, bytes: usize) -> bool {
         self.held
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
                 held.checked_add(bytes).filter(|&total| total <= self.limit)
@@ -55,13 +55,13 @@ impl InboundBudget {
     }
 
     /// Gives back `bytes` taken earlier.
-    pub(super) fn give_back(&self, bytes: usize) {
+    pub(crate) fn give_back(&self, bytes: usize) {
         self.held.fetch_sub(bytes, Ordering::AcqRel);
     }
 
     /// Bytes held now.
     #[cfg(test)]
-    pub(super) fn held(&self) -> usize {
+    pub(crate) fn held(&self) -> usize {
         self.held.load(Ordering::Acquire)
     }
 }
