@@ -28,6 +28,37 @@ pub(crate) enum Command {
     Run(RunArgs),
     /// A short live demo: testenv, small scenario, cattail, 50 agents, 30 s of churn.
     Demo(DemoArgs),
+    /// Flood a running `cattail serve` with Hellos that never finish, and report its peak
+    /// memory (docs/BENCHMARKS.md, "Memory before a Hello"). Plaintext gRPC ports only.
+    HelloFlood(HelloFloodArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct HelloFloodArgs {
+    /// The server's gRPC address, like 127.0.0.1:5473.
+    #[arg(long)]
+    pub(crate) addr: std::net::SocketAddr,
+    /// The server's process id, whose resident memory is sampled.
+    #[arg(long)]
+    pub(crate) server_pid: u32,
+    /// Connections to open.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=1_000))]
+    pub(crate) connections: u32,
+    /// Watch streams per connection.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=1_000))]
+    pub(crate) streams: u32,
+    /// The Hello size each stream announces (bytes), never sent in full.
+    #[arg(long, default_value_t = 4 * 1024 * 1024, value_parser = clap::value_parser!(u32).range(16..=64 * 1024 * 1024))]
+    pub(crate) hello_bytes: u32,
+    /// Bytes per stream per step.
+    #[arg(long, default_value_t = 16 * 1024, value_parser = clap::value_parser!(u32).range(1..=1024 * 1024))]
+    pub(crate) chunk_bytes: u32,
+    /// Time between steps (the default sends 4 MiB in about 5 s, within the Hello deadline).
+    #[arg(long, default_value = "20ms", value_parser = parse_interval)]
+    pub(crate) interval: Duration,
+    /// How long the flood lasts (the server's Hello deadline is 10 s by default).
+    #[arg(long, default_value = "9s", value_parser = parse_duration)]
+    pub(crate) duration: Duration,
 }
 
 #[derive(Debug, Args)]
@@ -142,6 +173,16 @@ pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
     let d = humantime::parse_duration(text).map_err(|e| format!("{e}: write it like 20s or 5m"))?;
     if d < Duration::from_secs(1) || d > Duration::from_secs(24 * 3600) {
         return Err(format!("{text} is out of range: use 1s to 24h"));
+    }
+    Ok(d)
+}
+
+/// A step interval: 1 ms to 10 s.
+fn parse_interval(text: &str) -> Result<Duration, String> {
+    let d =
+        humantime::parse_duration(text).map_err(|e| format!("{e}: write it like 20ms or 1s"))?;
+    if d < Duration::from_millis(1) || d > Duration::from_secs(10) {
+        return Err(format!("{text} is out of range: use 1ms to 10s"));
     }
     Ok(d)
 }

@@ -4,13 +4,15 @@
 //! Layers, lowest first: [`scenario`] and [`objects`] are pure data; [`seed`] and [`churn`]
 //! write to the API server; [`agents`], [`tcp`] and [`direct`] are the measured clients;
 //! [`procs`] starts and samples child processes; [`run`] and [`demo`] orchestrate; [`report`]
-//! and [`plot`] turn a run into files.
+//! and [`plot`] turn a run into files. [`flood`] is the Hello flood of issue 12, a measuring
+//! tool for memory before trust.
 
 pub mod agents;
 pub mod child;
 pub mod churn;
 pub mod demo;
 pub mod direct;
+pub mod flood;
 pub mod objects;
 pub mod pacer;
 pub mod plot;

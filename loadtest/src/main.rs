@@ -5,7 +5,7 @@ mod args;
 use anyhow::Context;
 use cattail_loadtest::churn::{self, ChurnLimits};
 use cattail_loadtest::scenario::Scenario;
-use cattail_loadtest::{agents, demo, kube_client, run, seed};
+use cattail_loadtest::{agents, demo, flood, kube_client, run, seed};
 use clap::Parser;
 
 use crate::args::{Cli, Command};
@@ -76,6 +76,20 @@ async fn main() -> anyhow::Result<()> {
             println!("report written to {}", args.out.display());
         }
         Command::Demo(args) => demo::demo(args.duration, args.agents).await?,
+        Command::HelloFlood(args) => {
+            let report = flood::flood(flood::FloodConfig {
+                addr: args.addr,
+                server_pid: args.server_pid,
+                connections: args.connections,
+                streams: args.streams,
+                hello_bytes: args.hello_bytes,
+                chunk_bytes: args.chunk_bytes,
+                interval: args.interval,
+                duration: args.duration,
+            })
+            .await?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+        }
     }
     Ok(())
 }
