@@ -7,6 +7,7 @@
 
 mod field_path;
 mod profiles;
+mod serving;
 #[cfg(test)]
 mod tests;
 
@@ -17,6 +18,7 @@ use std::time::Duration;
 pub use cattail_proto::Resource;
 pub use field_path::{FieldPath, FieldPathError, MAX_PATH_BYTES, MAX_SEGMENTS, Segment};
 pub use profiles::{default_for, default_resources};
+pub use serving::{FanoutSettings, GrpcSettings, WatchSettings};
 
 /// At most this many resources in one config.
 pub const MAX_RESOURCES: usize = 64;
@@ -69,6 +71,12 @@ pub struct ServerConfig {
     pub store: StoreConfig,
     /// Projection limits.
     pub projection: ProjectionConfig,
+    /// What agents are sent and how long the server waits for them.
+    pub fanout: FanoutSettings,
+    /// The HTTP/2 side of the gRPC port.
+    pub grpc: GrpcSettings,
+    /// How resources are listed and watched.
+    pub watch: WatchSettings,
 }
 
 impl Default for ServerConfig {
@@ -77,6 +85,9 @@ impl Default for ServerConfig {
             resources: default_resources(),
             store: StoreConfig::default(),
             projection: ProjectionConfig::default(),
+            fanout: FanoutSettings::default(),
+            grpc: GrpcSettings::default(),
+            watch: WatchSettings::default(),
         }
     }
 }
@@ -168,7 +179,16 @@ impl ServerConfig {
         let config: Self = if text.trim().is_empty() {
             Self::default()
         } else {
-            serde_yaml_ng::from_str(text)?
+            let document = serde_yaml_ng::Deserializer::from_str(text);
+            serde_path_to_error::deserialize(document).map_err(|error| {
+                let field = error.path().to_string();
+                let inner = error.into_inner();
+                if field == "." {
+                    Error::Yaml(inner)
+                } else {
+                    invalid(field, inner.to_string())
+                }
+            })?
         };
         config.validate()?;
         Ok(config)
@@ -342,14 +362,14 @@ fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Error {
 }
 
 /// Serde for durations written like `10m` or `1h 30m`.
-mod duration_text {
+pub(crate) mod duration_text {
     use std::time::Duration;
 
-    pub(super) fn serialize<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    pub(crate) fn serialize<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&humantime::format_duration(*d).to_string())
     }
 
-    pub(super) fn deserialize<'de, D: serde::Deserializer<'de>>(
+    pub(crate) fn deserialize<'de, D: serde::Deserializer<'de>>(
         d: D,
     ) -> Result<Duration, D::Error> {
         let text = <String as serde::Deserialize>::deserialize(d)?;

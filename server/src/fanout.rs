@@ -31,6 +31,8 @@ mod topics;
 
 use std::time::Duration;
 
+use crate::config::FanoutSettings;
+
 pub use hub::{Hub, HubStats};
 pub use log::{Log, LogEntry, LogItem, LogLimits};
 pub use message::OutgoingMessage;
@@ -143,21 +145,33 @@ pub struct FanoutConfig {
 
 impl Default for FanoutConfig {
     fn default() -> Self {
+        Self::from_settings(
+            &FanoutSettings::default(),
+            String::from("cattail"),
+            LogLimits::default(),
+        )
+    }
+}
+
+impl FanoutConfig {
+    /// The config file's `fanout:` section, with this replica's `server_id` and the log's
+    /// limits (from `store:`).
+    pub fn from_settings(settings: &FanoutSettings, server_id: String, log: LogLimits) -> Self {
         Self {
-            server_id: String::from("cattail"),
-            log: LogLimits::default(),
-            digest_buckets: cattail_proto::DEFAULT_DIGEST_BUCKETS,
-            zstd_level: cattail_proto::frame::DEFAULT_ZSTD_LEVEL,
-            max_message_bytes: cattail_proto::DEFAULT_MAX_MESSAGE_BYTES,
-            max_hello_bytes: cattail_proto::DEFAULT_MAX_HELLO_BYTES,
-            max_subscriptions: cattail_proto::DEFAULT_MAX_SUBSCRIPTIONS,
-            target_message_bytes: 64 * 1024,
-            snapshot_chunk_bytes: 256 * 1024,
-            snapshot_reuse: Duration::from_secs(5),
-            hello_timeout: cattail_proto::DEFAULT_HELLO_TIMEOUT,
-            sync_wait_timeout: Duration::from_secs(20),
-            heartbeat_interval: cattail_proto::DEFAULT_HEARTBEAT_INTERVAL,
-            write_timeout: Duration::from_secs(30),
+            server_id,
+            log,
+            digest_buckets: settings.digest_buckets,
+            zstd_level: settings.zstd_level,
+            max_message_bytes: settings.max_message_bytes,
+            max_hello_bytes: settings.max_hello_bytes,
+            max_subscriptions: settings.max_subscriptions,
+            target_message_bytes: settings.target_message_bytes,
+            snapshot_chunk_bytes: settings.snapshot_chunk_bytes,
+            snapshot_reuse: settings.snapshot_reuse,
+            hello_timeout: settings.hello_timeout,
+            sync_wait_timeout: settings.sync_wait_timeout,
+            heartbeat_interval: settings.heartbeat_interval,
+            write_timeout: settings.write_timeout,
         }
     }
 }
@@ -173,6 +187,12 @@ impl FanoutConfig {
     pub fn validate(&self) -> std::result::Result<(), String> {
         cattail_proto::digest::check_bucket_count(u64::from(self.digest_buckets))
             .map_err(|e| format!("digest_buckets: {e}"))?;
+        if !(1..=22).contains(&self.zstd_level) {
+            return Err(format!(
+                "zstd_level: {} is not a zstd level: use 1 to 22",
+                self.zstd_level
+            ));
+        }
         if self.max_message_bytes < MIN_MESSAGE_BYTES {
             return Err(format!(
                 "max_message_bytes: {} is below the minimum of {MIN_MESSAGE_BYTES}",
@@ -202,6 +222,7 @@ impl FanoutConfig {
             ("hello_timeout", self.hello_timeout.is_zero()),
             ("heartbeat_interval", self.heartbeat_interval.is_zero()),
             ("write_timeout", self.write_timeout.is_zero()),
+            ("sync_wait_timeout", self.sync_wait_timeout.is_zero()),
         ];
         match positive.iter().find(|(_, zero)| *zero) {
             Some((field, _)) => Err(format!("{field}: must be greater than 0")),

@@ -28,6 +28,7 @@ use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 use tracing::Instrument;
 
+use crate::config::GrpcSettings;
 use crate::fanout::{self, Hub};
 
 use service::SyncService;
@@ -92,16 +93,72 @@ pub struct GrpcConfig {
 
 impl Default for GrpcConfig {
     fn default() -> Self {
+        Self::from_settings(&GrpcSettings::default(), Transport::default())
+    }
+}
+
+/// The largest HTTP/2 window (RFC 9113 6.9.1), and the smallest this server accepts: the
+/// protocol's initial window.
+const WINDOW_RANGE: std::ops::RangeInclusive<u32> = 65_535..=0x7fff_ffff;
+
+impl GrpcConfig {
+    /// The config file's `grpc:` section, served with `transport`.
+    pub fn from_settings(settings: &GrpcSettings, transport: Transport) -> Self {
         Self {
-            transport: Transport::default(),
-            queue: 1,
-            initial_stream_window_bytes: 256 * 1024,
-            initial_connection_window_bytes: 1024 * 1024,
-            http2_keepalive_interval: Some(Duration::from_secs(30)),
-            http2_keepalive_timeout: Some(Duration::from_secs(20)),
-            max_concurrent_streams: 100,
-            tcp_nodelay: true,
+            transport,
+            queue: settings.queue,
+            initial_stream_window_bytes: settings.initial_stream_window_bytes,
+            initial_connection_window_bytes: settings.initial_connection_window_bytes,
+            http2_keepalive_interval: settings.keepalive_interval,
+            http2_keepalive_timeout: Some(settings.keepalive_timeout),
+            max_concurrent_streams: settings.max_concurrent_streams,
+            tcp_nodelay: settings.tcp_nodelay,
         }
+    }
+
+    /// Checks every field, naming the first bad one (as in the config file's `grpc:` section)
+    /// and its allowed range.
+    ///
+    /// # Errors
+    /// A message for the operator, like `queue: 0 is out of range: use 1 to 64`.
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        if !(1..=64).contains(&self.queue) {
+            return Err(format!(
+                "queue: {} is out of range: use 1 to 64",
+                self.queue
+            ));
+        }
+        for (field, value) in [
+            (
+                "initial_stream_window_bytes",
+                self.initial_stream_window_bytes,
+            ),
+            (
+                "initial_connection_window_bytes",
+                self.initial_connection_window_bytes,
+            ),
+        ] {
+            if !WINDOW_RANGE.contains(&value) {
+                return Err(format!(
+                    "{field}: {value} is out of range: use {} to {}",
+                    WINDOW_RANGE.start(),
+                    WINDOW_RANGE.end()
+                ));
+            }
+        }
+        if self.http2_keepalive_interval.is_some_and(|d| d.is_zero()) {
+            return Err("keepalive_interval: must be greater than 0, or `off`".to_owned());
+        }
+        if self.http2_keepalive_timeout.is_some_and(|d| d.is_zero()) {
+            return Err("keepalive_timeout: must be greater than 0".to_owned());
+        }
+        if !(1..=1000).contains(&self.max_concurrent_streams) {
+            return Err(format!(
+                "max_concurrent_streams: {} is out of range: use 1 to 1000",
+                self.max_concurrent_streams
+            ));
+        }
+        Ok(())
     }
 }
 

@@ -7,7 +7,6 @@ use std::time::Duration;
 use anyhow::Context;
 use cattail_server::args::{Cli, Command, LogFormat, ServeArgs, kube_config};
 use cattail_server::config::ServerConfig;
-use cattail_server::k8s::watch::WatchConfig;
 use cattail_server::serve::{ServeOptions, serve};
 use clap::Parser;
 use tokio::net::{TcpListener, TcpSocket};
@@ -46,8 +45,24 @@ fn report(error: &anyhow::Error) -> String {
 
 fn check_config(path: Option<&std::path::Path>) -> anyhow::Result<()> {
     let config = load_config(path)?;
+    // The same checks `serve` makes, so a file that passes here starts.
+    ServeOptions::from_config(config.clone()).map_err(|e| in_file(path, e))?;
     print!("{}", serde_yaml_ng::to_string(&config)?);
     Ok(())
+}
+
+/// `error`, naming the config file it is about.
+fn in_file(
+    path: Option<&std::path::Path>,
+    error: cattail_server::config::Error,
+) -> cattail_server::config::Error {
+    match path {
+        Some(path) => cattail_server::config::Error::InFile {
+            path: path.to_owned(),
+            source: Box::new(error),
+        },
+        None => error,
+    }
 }
 
 fn load_config(path: Option<&std::path::Path>) -> anyhow::Result<ServerConfig> {
@@ -69,6 +84,11 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
 
     let config = load_config(args.config.as_deref())?;
+    let mut options =
+        ServeOptions::from_config(config).map_err(|e| in_file(args.config.as_deref(), e))?;
+    options.fanout.server_id = args.server_id.clone();
+    options.grpc.transport = args.grpc_transport;
+    options.watch.streaming_lists = args.streaming_lists;
     // Installed before "listening" is logged, so a signal sent on that line is never missed.
     let signals = (
         signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
@@ -82,16 +102,6 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .with_context(|| format!("binding --admin-listen {}", args.admin_listen))?;
     tracing::info!(grpc = %grpc.local_addr()?, admin = %admin.local_addr()?, "listening");
 
-    let mut options = ServeOptions {
-        config,
-        watch: WatchConfig {
-            streaming_lists: args.streaming_lists,
-            ..WatchConfig::default()
-        },
-        ..ServeOptions::default()
-    };
-    options.fanout.server_id = args.server_id.clone();
-    options.grpc.transport = args.grpc_transport;
     let shutdown = CancellationToken::new();
     tokio::spawn(handle_signals(
         signals,

@@ -37,6 +37,44 @@ pub struct ServeOptions {
     pub grpc: GrpcConfig,
 }
 
+impl ServeOptions {
+    /// The options of a config file: its resources and store, and its `fanout:`, `grpc:` and
+    /// `watch:` sections, each checked with the rules that span fields. Flags (`--server-id`,
+    /// `--grpc-transport`, `--streaming-lists`) are set on the result.
+    ///
+    /// # Errors
+    /// The first bad setting, named by its path in the file (like `fanout.digest_buckets`)
+    /// with its allowed range.
+    pub fn from_config(config: ServerConfig) -> Result<Self, crate::config::Error> {
+        let fanout = FanoutConfig::from_settings(
+            &config.fanout,
+            FanoutConfig::default().server_id,
+            LogLimits::from(&config.store),
+        );
+        let grpc = GrpcConfig::from_settings(&config.grpc, grpc::Transport::default());
+        let watch = WatchConfig::from_settings(&config.watch, true);
+        for (section, checked) in [
+            ("fanout", fanout.validate()),
+            ("grpc", grpc.validate()),
+            ("watch", watch.validate()),
+        ] {
+            if let Err(message) = checked {
+                let (field, reason) = message.split_once(": ").unwrap_or(("", &message));
+                return Err(crate::config::Error::Invalid {
+                    field: format!("{section}.{field}"),
+                    reason: reason.to_owned(),
+                });
+            }
+        }
+        Ok(Self {
+            config,
+            watch,
+            fanout,
+            grpc,
+        })
+    }
+}
+
 /// Why the server stopped on its own.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

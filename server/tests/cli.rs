@@ -67,6 +67,71 @@ fn a_bad_config_fails_at_start_naming_the_field() {
 }
 
 #[test]
+fn a_bad_serving_setting_fails_at_start_naming_the_field_and_its_range() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.yaml");
+    let cases = [
+        ("fanout:\n  digest_buckets: 1000\n", "fanout.digest_buckets"),
+        ("fanout:\n  zstd_level: 40\n", "fanout.zstd_level"),
+        (
+            "fanout:\n  max_message_bytes: 1048576\n  snapshot_chunk_bytes: 1048576\n",
+            "fanout.snapshot_chunk_bytes",
+        ),
+        ("fanout:\n  write_timeout: 0s\n", "fanout.write_timeout"),
+        (
+            "grpc:\n  queue: 0\n",
+            "grpc.queue: 0 is out of range: use 1 to 64",
+        ),
+        (
+            "grpc:\n  initial_stream_window_bytes: 1000\n",
+            "grpc.initial_stream_window_bytes",
+        ),
+        ("grpc:\n  keepalive_interval: soon\n", "keepalive_interval"),
+        ("watch:\n  page_size: 0\n", "watch.page_size"),
+    ];
+    for (yaml, says) in cases {
+        std::fs::write(&path, yaml).unwrap();
+        for args in [
+            vec!["check-config"],
+            vec!["serve", "--kubeconfig", "/nonexistent"],
+        ] {
+            let out = cattail()
+                .args(&args)
+                .arg("--config")
+                .arg(&path)
+                .output()
+                .unwrap();
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(!out.status.success(), "{args:?} {yaml:?} should fail");
+            assert!(stderr.contains(says), "{args:?} {yaml:?}: {stderr}");
+        }
+    }
+    // Good values load, and print back as set.
+    std::fs::write(
+        &path,
+        "fanout:\n  write_timeout: 45s\n  zstd_level: 5\ngrpc:\n  keepalive_interval: off\n  queue: 2\nwatch:\n  page_size: 250\n",
+    )
+    .unwrap();
+    let out = cattail()
+        .arg("check-config")
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    for line in [
+        "write_timeout: 45s",
+        "zstd_level: 5",
+        "keepalive_interval: off",
+        "queue: 2",
+        "page_size: 250",
+    ] {
+        assert!(stdout.contains(line), "{line} in {stdout}");
+    }
+}
+
+#[test]
 fn a_bad_flag_is_a_clear_error() {
     let out = cattail()
         .args(["serve", "--listen", "not-an-address"])

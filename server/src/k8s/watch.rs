@@ -26,7 +26,7 @@ use kube::runtime::watcher::{self, Event};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Resource, ResourceConfig};
+use crate::config::{Resource, ResourceConfig, WatchSettings};
 use crate::k8s::project::{self, Projection};
 use crate::store::{ObjectKey, ProjectedObject};
 
@@ -97,11 +97,35 @@ pub struct WatchConfig {
 
 impl Default for WatchConfig {
     fn default() -> Self {
+        Self::from_settings(&WatchSettings::default(), true)
+    }
+}
+
+impl WatchConfig {
+    /// The config file's `watch:` section, with streaming lists on or off.
+    pub fn from_settings(settings: &WatchSettings, streaming_lists: bool) -> Self {
         WatchConfig {
-            streaming_lists: true,
-            page_size: 500,
-            discovery_retry: Duration::from_secs(5),
+            streaming_lists,
+            page_size: settings.page_size,
+            discovery_retry: settings.discovery_retry,
         }
+    }
+
+    /// Checks every field, naming the first bad one and its allowed range.
+    ///
+    /// # Errors
+    /// A message for the operator, like `page_size: 0 is out of range: use 1 to 10000`.
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        if !(1..=10_000).contains(&self.page_size) {
+            return Err(format!(
+                "page_size: {} is out of range: use 1 to 10000",
+                self.page_size
+            ));
+        }
+        if self.discovery_retry.is_zero() {
+            return Err("discovery_retry: must be greater than 0".to_owned());
+        }
+        Ok(())
     }
 }
 
