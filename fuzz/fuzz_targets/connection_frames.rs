@@ -196,6 +196,7 @@ fuzz_target!(|frames: Vec<Frame>| {
                         epoch: epoch.into(),
                         revision,
                         digests: Vec::new(),
+                        covered: Vec::new(),
                     }),
                     accepted_encodings: encodings,
                 };

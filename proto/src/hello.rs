@@ -22,7 +22,9 @@ pub const MAX_HELLO_STRING_LEN: usize = 253;
 /// - there is at least one subscription and at most `max_subscriptions`, each with a valid
 ///   resource, none twice; `node_name` is set when any of them is node scoped;
 /// - a `resume`, when present, has a 16-byte epoch and consistent digests, each for a
-///   subscribed resource with the scope that subscription implies, none twice.
+///   subscribed resource with the scope that subscription implies, none twice, and at most
+///   `max_subscriptions` `covered` entries (entries that match no subscription are allowed:
+///   they cover nothing).
 ///
 /// # Errors
 /// [`Error::UnsupportedProtocolVersion`], [`Error::InvalidResource`] or [`Error::InvalidHello`]
@@ -117,6 +119,13 @@ pub fn validate_hello(hello: &Hello, max_subscriptions: u32) -> Result<Vec<Resou
             Digest::from_proto(digest).map_err(|error| {
                 Error::InvalidHello(format!("resume digest for {}: {error}", digest.resource))
             })?;
+        }
+        if resume.covered.len() > max_subscriptions as usize {
+            return invalid(format!(
+                "resume.covered has {} entries, more than this server's limit of \
+                 {max_subscriptions} subscriptions",
+                resume.covered.len()
+            ));
         }
     }
     Ok(resources)

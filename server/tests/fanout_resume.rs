@@ -64,6 +64,55 @@ async fn resuming_in_the_same_epoch_gets_only_the_deltas() {
     assert!(again.frames.is_empty());
 }
 
+/// The bug an outside agent author found (issue 13): a resume at this server's epoch and head
+/// whose state did not cover a subscription got RESUME_MODE_DELTAS and nothing for it. Now a
+/// subscription the state does not cover (new, or with another scope) is resynced whole in
+/// the same catch-up, and the others by digest.
+#[tokio::test]
+async fn a_subscription_the_resume_does_not_cover_gets_its_objects() {
+    let mut server = TestServer::start(config()).await;
+    server.apply(
+        &[pod("a", "p1", Some("n1"), 1), pod("a", "p2", Some("n2"), 1)],
+        &[namespace("a", 1), namespace("b", 1)],
+    );
+    let mut first = TestAgent::connect(&server, hello("n1", &[("v1/pods", true)]))
+        .await
+        .unwrap();
+    let head = first.synced().await;
+    for with_digests in [false, true] {
+        // The same state, now also subscribing to namespaces.
+        let mut resuming = first.resume_hello(with_digests);
+        resuming
+            .subscriptions
+            .push(cattail_proto::pb::Subscription {
+                resource: "v1/namespaces".into(),
+                node_scoped: false,
+            });
+        let mut agent = TestAgent::connect(&server, resuming).await.unwrap();
+        agent.state = first.state.clone();
+        agent.revision = head;
+        assert_eq!(agent.synced().await, head);
+        assert_ne!(
+            agent.welcome.as_ref().unwrap().resume_mode,
+            ResumeMode::Deltas as i32,
+            "digests: {with_digests}"
+        );
+        assert_eq!(
+            agent.state,
+            server.expected(&[(pods(), Some("n1")), (namespaces(), None)]),
+            "digests: {with_digests}"
+        );
+    }
+    // Pods switched from node scoped to all pods: the state holds one node's pods only.
+    let mut resuming = first.resume_hello(false);
+    resuming.subscriptions[0].node_scoped = false;
+    let mut agent = TestAgent::connect(&server, resuming).await.unwrap();
+    agent.state = first.state.clone();
+    agent.revision = head;
+    assert_eq!(agent.synced().await, head);
+    assert_eq!(agent.state, server.expected(&[(pods(), None)]));
+}
+
 #[tokio::test]
 async fn resuming_after_the_log_dropped_the_revision_resyncs() {
     let mut server = TestServer::start(small_log()).await;

@@ -66,10 +66,13 @@ impl Session {
                 ))
             })
             .collect();
+        // Every subscription the state covers has a digest (its fingerprint came with the
+        // data): nothing else to name.
         Some(pb::Resume {
             epoch: complete.epoch.to_bytes(),
             revision: complete.revision.get(),
             digests,
+            covered: Vec::new(),
         })
     }
 }

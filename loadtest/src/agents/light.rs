@@ -153,10 +153,22 @@ impl LightAgent {
                     node_scoped: *node_scoped,
                 })
                 .collect(),
+            // Light agents keep no objects, so no digests: they name what their state covers.
             resume: (!resume.epoch.is_empty()).then(|| pb::Resume {
                 epoch: resume.epoch.clone(),
                 revision: resume.revision,
                 digests: Vec::new(),
+                covered: SUBSCRIPTIONS
+                    .iter()
+                    .map(|(resource, node_scoped)| pb::Coverage {
+                        resource: (*resource).into(),
+                        scope: if *node_scoped {
+                            self.node.clone()
+                        } else {
+                            String::new()
+                        },
+                    })
+                    .collect(),
             }),
             accepted_encodings: vec![pb::Encoding::ProtoZstd as i32, pb::Encoding::Proto as i32],
         };

@@ -73,6 +73,22 @@ pub struct Resume {
     /// One digest per subscribed resource, over exactly the objects the agent holds for it.
     #[prost(message, repeated, tag = "3")]
     pub digests: ::prost::alloc::vec::Vec<ResourceDigest>,
+    /// The subscriptions (resource and scope) whose objects the agent holds completely up to
+    /// `revision`, besides those it sends a digest for. Only covered subscriptions are resumed
+    /// by deltas; any other is resynced in full.
+    #[prost(message, repeated, tag = "4")]
+    pub covered: ::prost::alloc::vec::Vec<Coverage>,
+}
+/// Coverage names one subscription a Resume covers without a digest.
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct Coverage {
+    /// The resource, as in Subscription.resource.
+    #[prost(string, tag = "1")]
+    pub resource: ::prost::alloc::string::String,
+    /// The node name when the subscription is node scoped, otherwise empty.
+    #[prost(string, tag = "2")]
+    pub scope: ::prost::alloc::string::String,
 }
 /// ResourceDigest summarises the objects an agent holds for one resource and scope.
 #[allow(clippy::all)]

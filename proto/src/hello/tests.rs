@@ -34,6 +34,7 @@ fn good_hello() -> Hello {
                     .unwrap()
                     .to_proto("networking.k8s.io/v1/networkpolicies", "", 2),
             ],
+            covered: Vec::new(),
         }),
         accepted_encodings: vec![1, 2, 99],
     }
@@ -224,6 +225,7 @@ fn a_full_default_hello_fits_the_default_limit() {
             epoch: Epoch::from(u128::MAX).to_bytes(),
             revision: u64::MAX,
             digests,
+            covered: Vec::new(),
         }),
         accepted_encodings: vec![1, 2],
     };

@@ -1,7 +1,10 @@
 //! The resume decision of docs/PROTOCOL.md section 6, as a pure function.
 //!
-//! 1. Deltas when the agent's epoch is ours and the log still holds every batch after its
-//!    revision (which is not beyond the head).
+//! 1. Deltas when the agent's epoch is ours, the log still holds every batch after its
+//!    revision (which is not beyond the head), and its state covers every subscription: a
+//!    digest or a `covered` entry with the subscription's resource and scope. A subscription
+//!    the state does not cover (new, or with another scope) has no objects to apply deltas
+//!    to, so it is resynced whole, and the rest by digest, in one catch-up.
 //! 2. Otherwise a digest resync when at least one subscription has a usable digest: same
 //!    projection fingerprint and the same bucket count as ours.
 //! 3. Otherwise a full snapshot.
@@ -44,7 +47,10 @@ pub(crate) fn decide(
         return Decision::Snapshot;
     };
     let from = Revision(resume.revision);
-    if resume.epoch.as_ref() == epoch.as_array().as_slice() && log_covers(from) {
+    let all_covered = subscriptions
+        .iter()
+        .all(|subscription| covers(resume, subscription, resources));
+    if all_covered && resume.epoch.as_ref() == epoch.as_array().as_slice() && log_covers(from) {
         return Decision::Deltas { from };
     }
     let digests: Vec<Option<Digest>> = subscriptions
@@ -56,6 +62,24 @@ pub(crate) fn decide(
     } else {
         Decision::Snapshot
     }
+}
+
+/// Whether the agent's state holds `subscription`'s objects: it names the subscription's
+/// resource and scope in a digest or a `covered` entry.
+fn covers(resume: &Resume, subscription: &Subscription, resources: &[ResourceInfo]) -> bool {
+    let Some(info) = resources.get(subscription.index) else {
+        return false;
+    };
+    let resource = info.resource.as_str();
+    let scope = subscription.scope.as_str();
+    resume
+        .digests
+        .iter()
+        .any(|d| d.resource == resource && d.scope == scope)
+        || resume
+            .covered
+            .iter()
+            .any(|c| c.resource == resource && c.scope == scope)
 }
 
 /// The agent's digest for `subscription`, if it can be compared with ours.

@@ -341,7 +341,8 @@ impl TestAgent {
             .unwrap();
     }
 
-    /// A Hello that resumes from this agent's state, with digests when `digests`.
+    /// A Hello that resumes from this agent's state, with digests when `digests`, else naming
+    /// every subscription in `covered`.
     pub(crate) fn resume_hello(&self, digests: bool) -> Hello {
         let welcome = self.welcome.as_ref().expect("a welcome");
         let mut hello = self.hello.clone();
@@ -349,7 +350,21 @@ impl TestAgent {
             epoch: welcome.epoch.clone(),
             revision: self.revision,
             digests: Vec::new(),
+            covered: Vec::new(),
         };
+        if !digests {
+            for subscription in &hello.subscriptions {
+                let scope = if subscription.node_scoped {
+                    hello.node_name.clone()
+                } else {
+                    String::new()
+                };
+                resume.covered.push(cattail_proto::pb::Coverage {
+                    resource: subscription.resource.clone(),
+                    scope,
+                });
+            }
+        }
         if digests {
             for subscription in &hello.subscriptions {
                 let info = welcome

@@ -40,6 +40,7 @@ fn resume(epoch: Epoch, revision: u64, digests: Vec<ResourceDigest>) -> Resume {
         epoch: Bytes::copy_from_slice(epoch.as_array()),
         revision,
         digests,
+        covered: Vec::new(),
     }
 }
 
@@ -60,17 +61,66 @@ fn no_resume_is_a_snapshot() {
     assert_eq!(decide_for(None, true), Decision::Snapshot);
 }
 
+/// Names both subscriptions of [`subscriptions`] as covered.
+fn covering(mut resume: Resume) -> Resume {
+    for (resource, scope) in [("v1/pods", "n1"), ("v1/namespaces", "")] {
+        resume.covered.push(cattail_proto::pb::Coverage {
+            resource: resource.into(),
+            scope: scope.into(),
+        });
+    }
+    resume
+}
+
 #[test]
 fn same_epoch_within_the_log_is_deltas() {
-    let ours = resume(Epoch::from_array([7; 16]), 5, vec![]);
+    let ours = covering(resume(Epoch::from_array([7; 16]), 5, vec![]));
     assert_eq!(
         decide_for(Some(&ours), true),
         Decision::Deltas { from: Revision(5) }
     );
     // Off the log, or from another process: not deltas.
     assert_eq!(decide_for(Some(&ours), false), Decision::Snapshot);
-    let theirs = resume(Epoch::from_array([8; 16]), 5, vec![]);
+    let theirs = covering(resume(Epoch::from_array([8; 16]), 5, vec![]));
     assert_eq!(decide_for(Some(&theirs), true), Decision::Snapshot);
+}
+
+#[test]
+fn deltas_only_when_the_state_covers_every_subscription() {
+    let ours = Epoch::from_array([7; 16]);
+    // Nothing named: the state covers nothing, so nothing can be resumed by deltas.
+    assert_eq!(
+        decide_for(Some(&resume(ours, 5, vec![])), true),
+        Decision::Snapshot
+    );
+    // Pods covered (by a digest), namespaces not: a digest resync, namespaces whole.
+    let pods = digest("v1/pods", "n1", 11, BUCKETS);
+    let decision = decide_for(Some(&resume(ours, 5, vec![pods.clone()])), true);
+    assert_eq!(
+        decision,
+        Decision::Digest {
+            digests: vec![Some(Digest::from_proto(&pods).unwrap()), None]
+        }
+    );
+    // Covered with another scope is not covered.
+    let mut other_node = resume(ours, 5, vec![]);
+    for (resource, scope) in [("v1/pods", "n2"), ("v1/namespaces", "")] {
+        other_node.covered.push(cattail_proto::pb::Coverage {
+            resource: resource.into(),
+            scope: scope.into(),
+        });
+    }
+    assert_eq!(decide_for(Some(&other_node), true), Decision::Snapshot);
+    // A digest for one and a `covered` entry for the other: deltas.
+    let mut both = resume(ours, 5, vec![pods]);
+    both.covered.push(cattail_proto::pb::Coverage {
+        resource: "v1/namespaces".into(),
+        scope: String::new(),
+    });
+    assert_eq!(
+        decide_for(Some(&both), true),
+        Decision::Deltas { from: Revision(5) }
+    );
 }
 
 #[test]

@@ -473,6 +473,7 @@ async fn a_large_hello_in_padded_frames_and_continuations_is_read() {
                 bucket_count: 16_384,
                 buckets: vec![0; 16_384],
             }],
+            covered: Vec::new(),
         });
     }
     assert!(big.encoded_len() > 100_000);
