@@ -5,6 +5,7 @@
 //! paths, duplicates and limits are rejected with a message that names the offending field, like
 //! `resources[2].fields[0]`, and says what to write instead.
 
+mod auth;
 mod field_path;
 mod profiles;
 #[cfg(test)]
@@ -14,6 +15,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use auth::{
+    AuthConfig, CertificateAuthConfig, IdentityKind, MAX_AUTH_ENTRIES, MAX_AUTH_NAME_BYTES,
+    PolicyConfig, TokenAuthConfig,
+};
 pub use cattail_proto::Resource;
 pub use field_path::{FieldPath, FieldPathError, MAX_PATH_BYTES, MAX_SEGMENTS, Segment};
 pub use profiles::{default_for, default_resources};
@@ -69,6 +74,9 @@ pub struct ServerConfig {
     pub store: StoreConfig,
     /// Projection limits.
     pub projection: ProjectionConfig,
+    /// Agent authentication and authorization; absent, agents are not authenticated.
+    #[serde(skip_serializing_if = "AuthConfig::is_default")]
+    pub auth: AuthConfig,
 }
 
 impl Default for ServerConfig {
@@ -77,6 +85,7 @@ impl Default for ServerConfig {
             resources: default_resources(),
             store: StoreConfig::default(),
             projection: ProjectionConfig::default(),
+            auth: AuthConfig::default(),
         }
     }
 }
@@ -227,6 +236,8 @@ impl ServerConfig {
                 "must be greater than 0",
             ));
         }
+        let served = self.resources.iter().map(|r| &r.resource).collect();
+        self.auth.validate(&served)?;
         Ok(())
     }
 }
