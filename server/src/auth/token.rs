@@ -304,7 +304,8 @@ impl Claims {
             .ok_or_else(|| {
                 Failure::unauthenticated(
                     "malformed_authorization",
-                    "the bearer token is not a JWT with a JSON payload: send the agent's \
+                    "the bearer token in the authorization metadata is not a JWT with a JSON \
+                     payload: send the agent's \
                      projected ServiceAccount token",
                 )
             })
