@@ -297,7 +297,7 @@ async fn bad_agents_leave_the_server_and_good_agents_alone(
         let mut agent = server
             .connect_raw(hello, authorization.as_deref().map(str::as_bytes))
             .await;
-        agent.status().await.code()
+        agent.next().await.map(|_| "admitted").unwrap_err().code()
     }))
     .await;
     assert!(

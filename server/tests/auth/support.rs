@@ -187,7 +187,14 @@ pub(crate) fn reviews_sent() -> u64 {
 
 /// The stream's status: it must end with `code`, and its message must hold every `words`.
 pub(crate) async fn refused(agent: &mut TestAgent, code: Code, words: &[&str]) -> String {
-    let status = agent.status().await;
+    // The first thing the agent gets must be the refusal: never a Welcome, never data.
+    let status = match agent.next().await {
+        Err(status) => status,
+        Ok(message) => panic!(
+            "expected {code:?}, but the server sent a message (a Welcome: {:?})",
+            message.map(|m| m.welcome.is_some())
+        ),
+    };
     assert_eq!(status.code(), code, "{status:?}");
     for word in words {
         assert!(status.message().contains(word), "{word:?} in {status:?}");
