@@ -147,8 +147,8 @@ where
         let peer = std::mem::take(&mut self.peer);
         if let Some(admission) = self.hub.admission().cloned() {
             let request = agent.admission_request(self.hub.resources());
-            self.guarded(async { Ok(admission.admit(&peer, &request).await?) })
-                .await?;
+            // Boxed: the stream's future keeps no room for a check that runs once.
+            Box::pin(self.guarded(async { Ok(admission.admit(&peer, &request).await?) })).await?;
         }
         drop(peer);
         if !self.hub.in_sync() {
