@@ -1,16 +1,15 @@
-//! Unit tests of `auth`: the certificate allowlist, the policy, bearer parsing, TokenReview
-//! answers and the cache (on paused time). The TokenReview round trip itself is tested against
-//! the real API server in `server/tests/auth.rs`.
+//! Unit tests of `auth`: the certificate allowlist, the policy, bearer parsing and TokenReview
+//! answers; the cache and the reviewer's limits are in `tests/reviews.rs`. The TokenReview round
+//! trip itself is tested against the real API server in `server/tests/auth.rs`.
 
 #![allow(clippy::unwrap_used)]
 
+mod reviews;
+
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
 
 use k8s_openapi::api::authentication::v1::{TokenReviewStatus, UserInfo};
 
-use super::cache::{ReviewCache, Source, key};
 use super::certificate::CertificateAllowlist;
 use super::identity::Identity;
 use super::policy::Policy;
@@ -304,110 +303,6 @@ fn token_review_answers_are_read_strictly() {
     assert_eq!(
         reason(Some(status(true, "", &["cattail"], "admin", None))),
         "token_invalid"
-    );
-}
-
-/// A review that counts its calls and answers `answer` after a second.
-fn counted(
-    calls: &Arc<AtomicUsize>,
-    answer: Result<u32, String>,
-    keep: Option<Duration>,
-) -> impl FnOnce() -> futures::future::BoxFuture<'static, (Result<u32, String>, Option<Duration>)> {
-    let calls = Arc::clone(calls);
-    move || {
-        Box::pin(async move {
-            calls.fetch_add(1, Ordering::SeqCst);
-            tokio::time::sleep(Duration::from_secs(1)).await;
-            (answer, keep)
-        })
-    }
-}
-
-#[tokio::test(start_paused = true)]
-async fn one_review_per_token_at_a_time_kept_for_its_time() {
-    let cache = Arc::new(ReviewCache::<u32>::new(16));
-    let calls = Arc::new(AtomicUsize::new(0));
-    let ttl = Some(Duration::from_secs(60));
-    let k = key("token");
-    let (a, b) = tokio::join!(
-        cache.get(k, counted(&calls, Ok(7), ttl)),
-        cache.get(k, counted(&calls, Ok(8), ttl)),
-    );
-    assert_eq!(calls.load(Ordering::SeqCst), 1);
-    assert_eq!((a, b), ((Ok(7), Source::Reviewed), (Ok(7), Source::Shared)));
-    tokio::time::advance(Duration::from_secs(58)).await;
-    assert_eq!(
-        cache.get(k, counted(&calls, Ok(9), ttl)).await,
-        (Ok(7), Source::Cached)
-    );
-    tokio::time::advance(Duration::from_secs(2)).await;
-    assert_eq!(
-        cache.get(k, counted(&calls, Ok(9), ttl)).await,
-        (Ok(9), Source::Reviewed),
-        "expired"
-    );
-    assert_eq!(calls.load(Ordering::SeqCst), 2);
-    assert_ne!(key("token"), key("token2"));
-}
-
-#[tokio::test(start_paused = true)]
-async fn errors_are_shared_but_never_kept() {
-    let cache = Arc::new(ReviewCache::<u32>::new(16));
-    let calls = Arc::new(AtomicUsize::new(0));
-    let k = key("token");
-    let failed = Err("API server down".to_owned());
-    let ttl = Some(Duration::from_secs(60));
-    let (a, b) = tokio::join!(
-        cache.get(k, counted(&calls, failed.clone(), ttl)),
-        cache.get(k, counted(&calls, failed.clone(), ttl)),
-    );
-    assert_eq!(a.0, failed);
-    assert_eq!(b, (failed.clone(), Source::Shared));
-    let again = cache.get(k, counted(&calls, Ok(1), ttl)).await;
-    assert_eq!(again, (Ok(1), Source::Reviewed));
-    assert_eq!(calls.load(Ordering::SeqCst), 2);
-    // An answer not to be kept (an expired token) is not kept either.
-    let other = key("other");
-    assert_eq!(
-        cache.get(other, counted(&calls, Ok(2), None)).await.0,
-        Ok(2)
-    );
-    assert_eq!(
-        cache.get(other, counted(&calls, Ok(3), ttl)).await.1,
-        Source::Reviewed
-    );
-}
-
-#[tokio::test(start_paused = true)]
-async fn the_cache_keeps_at_most_its_entries_and_drops_the_first_to_expire() {
-    let cache = Arc::new(ReviewCache::<u32>::new(3));
-    let calls = Arc::new(AtomicUsize::new(0));
-    for (i, secs) in [(0u32, 30u64), (1, 10), (2, 60), (3, 60)] {
-        let keep = Some(Duration::from_secs(secs));
-        let (answer, _) = cache
-            .get(key(&i.to_string()), counted(&calls, Ok(i), keep))
-            .await;
-        assert_eq!(answer, Ok(i));
-    }
-    assert_eq!(cache.len(), 3);
-    let ttl = Some(Duration::from_secs(60));
-    let source = |i: u32| {
-        let cache = Arc::clone(&cache);
-        let calls = Arc::clone(&calls);
-        async move {
-            cache
-                .get(key(&i.to_string()), counted(&calls, Ok(i), ttl))
-                .await
-                .1
-        }
-    };
-    assert_eq!(source(0).await, Source::Cached);
-    assert_eq!(source(2).await, Source::Cached);
-    assert_eq!(source(3).await, Source::Cached);
-    assert_eq!(
-        source(1).await,
-        Source::Reviewed,
-        "the first to expire went"
     );
 }
 
