@@ -5,6 +5,7 @@
 //! paths, duplicates and limits are rejected with a message that names the offending field, like
 //! `resources[2].fields[0]`, and says what to write instead.
 
+mod auth;
 mod field_path;
 mod profiles;
 mod serving;
@@ -15,6 +16,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use auth::{
+    AuthConfig, CertificateAuthConfig, IdentityKind, MAX_AUTH_ENTRIES, MAX_AUTH_NAME_BYTES,
+    PolicyConfig, TokenAuthConfig,
+};
 pub use cattail_proto::Resource;
 pub use field_path::{FieldPath, FieldPathError, MAX_PATH_BYTES, MAX_SEGMENTS, Segment};
 pub use profiles::{default_for, default_resources};
@@ -77,6 +82,9 @@ pub struct ServerConfig {
     pub grpc: GrpcSettings,
     /// How resources are listed and watched.
     pub watch: WatchSettings,
+    /// Agent authentication and authorization; absent, agents are not authenticated.
+    #[serde(skip_serializing_if = "AuthConfig::is_default")]
+    pub auth: AuthConfig,
 }
 
 impl Default for ServerConfig {
@@ -88,6 +96,7 @@ impl Default for ServerConfig {
             fanout: FanoutSettings::default(),
             grpc: GrpcSettings::default(),
             watch: WatchSettings::default(),
+            auth: AuthConfig::default(),
         }
     }
 }
@@ -247,6 +256,8 @@ impl ServerConfig {
                 "must be greater than 0",
             ));
         }
+        let served = self.resources.iter().map(|r| &r.resource).collect();
+        self.auth.validate(&served)?;
         Ok(())
     }
 }

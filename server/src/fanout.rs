@@ -9,6 +9,7 @@
 //! Staleness: an agent sees a batch once its sender next runs; a lagging agent gets the batches
 //! coalesced, or a resync once it has fallen off the log. Memory per agent is one message.
 
+mod admission;
 mod batch;
 mod blocking;
 mod catchup;
@@ -33,6 +34,7 @@ use std::time::Duration;
 
 use crate::config::FanoutSettings;
 
+pub use admission::{Admission, AdmissionFuture, AdmissionRequest, Refusal, RequestedSubscription};
 pub use hub::{Hub, HubStats};
 pub use log::{Log, LogEntry, LogItem, LogLimits};
 pub use message::OutgoingMessage;
@@ -82,6 +84,16 @@ pub enum Error {
          reconnect, preferably to another replica"
     )]
     NotInSync(Duration),
+    /// Admission found no valid credentials (`auth`): none sent, malformed, or refused by
+    /// the Kubernetes API.
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// Admission found valid credentials that may not have what the Hello asks for.
+    #[error("{0}")]
+    PermissionDenied(String),
+    /// Admission could not check the credentials now (the Kubernetes API failed).
+    #[error("{0}")]
+    AuthUnavailable(String),
     /// The server is draining.
     #[error("server shutting down; reconnect to another replica with a Resume")]
     ShuttingDown,

@@ -245,7 +245,13 @@ pub fn status(error: &fanout::Error) -> Status {
         E::NotHello(_) | E::SecondHello | E::Malformed(_) => Code::InvalidArgument,
         E::Hello(error) => error.code(),
         E::HelloTooLarge { .. } | E::MessageTooLarge(_) => Code::ResourceExhausted,
-        E::NotInSync(_) | E::ShuttingDown | E::WriteTimeout(_) | E::AgentGone => Code::Unavailable,
+        E::NotInSync(_)
+        | E::ShuttingDown
+        | E::WriteTimeout(_)
+        | E::AgentGone
+        | E::AuthUnavailable(_) => Code::Unavailable,
+        E::Unauthenticated(_) => Code::Unauthenticated,
+        E::PermissionDenied(_) => Code::PermissionDenied,
         E::Encode(_) | E::Task(_) => Code::Internal,
     };
     Status::new(code, error.to_string())

@@ -3,14 +3,16 @@
 //! This crate holds the cluster-independent core: [`config`] (the YAML file and typed config),
 //! [`k8s::project`] (projection of API objects to canonical JSON bytes) and [`store`] (the
 //! single-writer state with dedupe, relist diffs, revisions and snapshots),
-//! [`fanout`] (frames encoded once, the bounded log of them, digests and one sender per agent) and
-//! [`grpc`] (the `cattail.v1.Sync` and health services). Lower modules never import higher
+//! [`fanout`] (frames encoded once, the bounded log of them, digests and one sender per agent),
+//! [`grpc`] (the `cattail.v1.Sync` and health services) and [`auth`] (agent identity and
+//! authorization, plugged into the fan-out's `Admission` seam). Lower modules never import higher
 //! ones: `config` <- `store` <- `k8s`, and `store` <- `fanout` <- `grpc`. [`writer`] (the single
 //! task that changes the store) and [`serve`] (everything wired together) sit on top; the
 //! `cattail` binary (`main.rs`, `args.rs`) only parses flags and handles signals.
 
 pub mod admin;
 pub mod args;
+pub mod auth;
 pub mod config;
 pub mod fanout;
 pub mod grpc;

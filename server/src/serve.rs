@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::admin::{self, StatusFn, SyncStatus};
+use crate::auth::Authenticator;
 use crate::config::ServerConfig;
 use crate::fanout::{FanoutConfig, Hub, LogLimits, ResourceInfo};
 use crate::grpc::{self, GrpcConfig};
@@ -134,7 +135,11 @@ pub async fn serve(
         log: LogLimits::from(&config.store),
         ..options.fanout.clone()
     };
-    let hub = Hub::new(fanout, store.snapshot(), infos);
+    let mut hub = Hub::new(fanout, store.snapshot(), infos);
+    match Authenticator::new(&config.auth, client.clone()) {
+        Some(authenticator) => hub = hub.with_admission(Arc::new(authenticator)),
+        None => tracing::warn!("agents are not authenticated: the config has no auth section"),
+    }
     let sync = hub.sync_status();
     let handle = ServerHandle {
         hub: hub.clone(),

@@ -1,7 +1,8 @@
 //! The kustomize base in `deploy/kustomize/base` against the code and the real API server.
 //!
 //! Pure checks: the generated ConfigMap's `config.yaml` is the built-in default config, the
-//! ClusterRole grants exactly `list` and `watch` on the default profile's resources, and the
+//! ClusterRole grants exactly `list` and `watch` on the default profile's resources (and
+//! `create` on tokenreviews, for agents' tokens), and the
 //! Deployment's arguments parse with the real CLI and agree with its ports, probes and volumes.
 //! Against testenv: the Namespace, ServiceAccount, ClusterRole and ClusterRoleBinding are created
 //! from the manifests, and the real server, acting as that ServiceAccount, becomes InSync while
@@ -149,16 +150,28 @@ fn list_watch_grants(role: &ClusterRole) -> BTreeSet<(String, String)> {
     granted
 }
 
+/// Whether `rule` is exactly `create` on `tokenreviews.authentication.k8s.io`, which token
+/// authentication of agents needs (`auth.tokens`).
+fn is_token_review_rule(rule: &k8s_openapi::api::rbac::v1::PolicyRule) -> bool {
+    rule.verbs == ["create"]
+        && rule.api_groups.as_deref() == Some(&["authentication.k8s.io".to_owned()][..])
+        && rule.resources.as_deref() == Some(&["tokenreviews".to_owned()][..])
+}
+
 #[test]
 fn cluster_role_grants_list_and_watch_on_the_default_profile_only() {
     let role: ClusterRole = manifest("clusterrole.yaml");
     let rules = role.rules.as_deref().unwrap();
+    assert_eq!(
+        rules.iter().filter(|r| is_token_review_rule(r)).count(),
+        1,
+        "clusterrole.yaml grants create on tokenreviews, in one rule of its own"
+    );
     for (i, rule) in rules.iter().enumerate() {
         let verbs: BTreeSet<&str> = rule.verbs.iter().map(String::as_str).collect();
-        assert_eq!(
-            verbs,
-            BTreeSet::from(["list", "watch"]),
-            "rule {i} grants other verbs"
+        assert!(
+            is_token_review_rule(rule) || verbs == BTreeSet::from(["list", "watch"]),
+            "rule {i} grants other verbs: {verbs:?}"
         );
         assert!(
             rule.non_resource_urls.is_none(),

@@ -373,3 +373,115 @@ fn builders_validate_in_code() {
         .with_scope(path("spec.nodeName"));
     ok.validate().unwrap();
 }
+
+const AUTH_RESOURCES: &str =
+    "resources:\n  - resource: v1/pods\n    scope: spec.nodeName\n  - resource: v1/services\n";
+
+#[test]
+fn the_auth_section_parses_with_defaults_and_round_trips() {
+    assert!(!ServerConfig::default().auth.enabled());
+    let yaml = format!(
+        "{AUTH_RESOURCES}auth:\n  tokens:\n    service_accounts: [kube-system/agent]\n  \
+         certificates:\n    uri_san_prefixes: ['spiffe://cluster/ns/agents/']\n  policies:\n    \
+         - service_account: kube-system/agent\n      resources: [v1/pods]\n      all_nodes: true\n    \
+         - default_for: certificate\n      all_nodes: false\n"
+    );
+    let config = ServerConfig::from_yaml_str(&yaml).unwrap();
+    let tokens = config.auth.tokens.as_ref().unwrap();
+    assert_eq!(tokens.audiences, ["cattail"]);
+    assert_eq!(tokens.cache_ttl, Duration::from_secs(60));
+    assert_eq!(tokens.cache_max_entries, 10_000);
+    assert_eq!(tokens.max_reviews_in_flight, 8);
+    assert_eq!(config.auth.policies.len(), 2);
+    assert_eq!(
+        config.auth.policies[1].default_for,
+        Some(IdentityKind::Certificate)
+    );
+    let text = serde_yaml_ng::to_string(&config).unwrap();
+    assert_eq!(ServerConfig::from_yaml_str(&text).unwrap(), config);
+    // Without the section, the YAML stays as it was.
+    let plain = serde_yaml_ng::to_string(&ServerConfig::default()).unwrap();
+    assert!(!plain.contains("auth"), "{plain}");
+}
+
+#[test]
+fn the_auth_section_refuses_what_it_cannot_honour() {
+    let cases: &[(&str, &[&str])] = &[
+        (
+            "tokens: {}",
+            &["auth.tokens.service_accounts", "namespace/name"],
+        ),
+        (
+            "tokens: {service_accounts: [agent]}",
+            &["auth.tokens.service_accounts[0]", "not `namespace/name`"],
+        ),
+        (
+            "tokens: {service_accounts: [a/b, a/b]}",
+            &["auth.tokens.service_accounts[1]", "listed twice"],
+        ),
+        (
+            "tokens: {service_accounts: [a/b], audiences: []}",
+            &["auth.tokens.audiences"],
+        ),
+        (
+            "tokens: {service_accounts: [a/b], cache_ttl: 0s}",
+            &["auth.tokens.cache_ttl", "greater than 0"],
+        ),
+        (
+            "tokens: {service_accounts: [a/b], max_reviews_in_flight: 100000}",
+            &["auth.tokens.max_reviews_in_flight", "at most 1024"],
+        ),
+        ("certificates: {}", &["auth.certificates", "at least one"]),
+        (
+            "certificates: {uri_san_prefixes: ['spiffe://x']}",
+            &["auth.certificates.uri_san_prefixes[0]", "ending with `/`"],
+        ),
+        (
+            "certificates: {common_names: ['']}",
+            &["auth.certificates.common_names[0]", "1 to 1024 bytes"],
+        ),
+        (
+            "policies: [{default_for: service_account}]",
+            &[
+                "auth.policies",
+                "only with auth.certificates or auth.tokens",
+            ],
+        ),
+        (
+            "tokens: {service_accounts: [a/b]}\n  policies: [{all_nodes: true}]",
+            &["auth.policies[0]", "exactly one of"],
+        ),
+        (
+            "tokens: {service_accounts: [a/b]}\n  policies: [{service_account: a/b, common_name: x}]",
+            &["auth.policies[0]", "exactly one of"],
+        ),
+        (
+            "tokens: {service_accounts: [a/b]}\n  policies: [{service_account: a/b}, {service_account: a/b}]",
+            &["auth.policies[1]", "two entries"],
+        ),
+        (
+            "tokens: {service_accounts: [a/b]}\n  policies: [{service_account: a/b, resources: [v1/secrets]}]",
+            &[
+                "auth.policies[0].resources[0]",
+                "v1/secrets is not in `resources`",
+            ],
+        ),
+        (
+            "tokens: {service_accounts: [a/b], ttl: 5s}",
+            &["unknown field `ttl`"],
+        ),
+    ];
+    for (section, parts) in cases {
+        let yaml = format!("{AUTH_RESOURCES}auth:\n  {section}\n");
+        assert_mentions(&rejected(&yaml), parts);
+    }
+    let many: Vec<String> = (0..=MAX_AUTH_ENTRIES).map(|i| format!("n/a{i}")).collect();
+    let yaml = format!(
+        "{AUTH_RESOURCES}auth:\n  tokens: {{service_accounts: [{}]}}\n",
+        many.join(", ")
+    );
+    assert_mentions(
+        &rejected(&yaml),
+        &["auth.tokens.service_accounts", "at most 1024"],
+    );
+}

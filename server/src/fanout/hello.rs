@@ -8,6 +8,7 @@ use cattail_proto::hello::{check_served, validate_hello};
 use cattail_proto::pb::{Encoding, Hello, Resume};
 use prost::Message;
 
+use super::admission::{AdmissionRequest, RequestedSubscription};
 use super::resources::{ServedResources, Subscription};
 use super::{Error, FanoutConfig, Result};
 
@@ -68,4 +69,26 @@ pub(crate) fn accept(
         subscriptions,
         resume: hello.resume,
     })
+}
+
+impl AgentHello {
+    /// What admission is asked to allow: the node and each subscription, by resource name.
+    pub(crate) fn admission_request(&self, served: &ServedResources) -> AdmissionRequest {
+        let subscriptions = self
+            .subscriptions
+            .iter()
+            .filter_map(|subscription| {
+                let info = served.get(subscription.index)?;
+                Some(RequestedSubscription {
+                    resource: info.resource.clone(),
+                    node_scoped_resource: info.scope_field.is_some(),
+                    node: (!subscription.scope.is_empty()).then(|| subscription.scope.clone()),
+                })
+            })
+            .collect();
+        AdmissionRequest {
+            node_name: self.node_name.clone(),
+            subscriptions,
+        }
+    }
 }

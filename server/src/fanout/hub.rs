@@ -8,7 +8,7 @@
 //! concerned sender once, and it then takes every batch since its cursor.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, OnceLock, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Instant, SystemTime};
 
 use cattail_proto::Digest;
@@ -17,6 +17,7 @@ use tokio::sync::watch;
 use crate::config::Resource;
 use crate::store::{Epoch, Published, Revision, Snapshot};
 
+use super::admission::Admission;
 use super::batch::EncodedBatch;
 use super::blocking::BlockingPool;
 use super::digests::Digests;
@@ -85,6 +86,8 @@ struct Shared {
     /// Where encodes too large for a runtime thread go.
     pool: BlockingPool,
     counters: Counters,
+    /// Who may be served what; unset serves every accepted Hello.
+    admission: OnceLock<Arc<dyn Admission>>,
 }
 
 /// The fan-out's shared state; cheap to clone (one `Arc`).
@@ -167,8 +170,24 @@ impl Hub {
                 sync: SyncStatus::default(),
                 pool: BlockingPool::per_core(),
                 counters: Counters::default(),
+                admission: OnceLock::new(),
             }),
         }
+    }
+
+    /// This hub, admitting agents through `admission` (see [`Admission`]). Call it once, right
+    /// after [`Hub::new`]; a second call is ignored with a warning.
+    #[must_use]
+    pub fn with_admission(self, admission: Arc<dyn Admission>) -> Self {
+        if self.shared.admission.set(admission).is_err() {
+            tracing::warn!("the hub's admission is already set; the new one is ignored");
+        }
+        self
+    }
+
+    /// The admission agents go through, if any.
+    pub(crate) fn admission(&self) -> Option<&Arc<dyn Admission>> {
+        self.shared.admission.get()
     }
     /// Publishes a committed batch; `snapshot` is the store's snapshot right after the commit.
     ///

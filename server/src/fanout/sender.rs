@@ -120,6 +120,10 @@ where
                 return;
             }
             Error::ShuttingDown => tracing::debug!("stream ended: shutting down"),
+            // Admission has logged why, once, with the identity.
+            Error::Unauthenticated(_) | Error::PermissionDenied(_) | Error::AuthUnavailable(_) => {
+                tracing::debug!(%error, "stream ended: not admitted");
+            }
             Error::Encode(_) | Error::Task(_) => tracing::error!(%error, "stream ended"),
             _ => tracing::info!(%error, "stream ended"),
         }
@@ -139,7 +143,14 @@ where
             agent_id = %agent.agent_id, node = %agent.node_name, version = %agent.agent_version,
             subscriptions = agent.subscriptions.len(), "agent said hello"
         );
-        tracing::debug!(peer = ?self.peer, "the agent's credentials");
+        // The credentials are needed only here: the stream keeps nothing of them.
+        let peer = std::mem::take(&mut self.peer);
+        if let Some(admission) = self.hub.admission().cloned() {
+            let request = agent.admission_request(self.hub.resources());
+            // Boxed: the stream's future keeps no room for a check that runs once.
+            Box::pin(self.guarded(async { Ok(admission.admit(&peer, &request).await?) })).await?;
+        }
+        drop(peer);
         if !self.hub.in_sync() {
             let wait = self.hub.config().sync_wait_timeout;
             let hub = self.hub.clone();
@@ -480,6 +491,9 @@ fn reason(error: &Error) -> &'static str {
         Error::ShuttingDown => "shutting_down",
         Error::WriteTimeout(_) => "write_timeout",
         Error::AgentGone => "agent_gone",
+        Error::Unauthenticated(_) => "unauthenticated",
+        Error::PermissionDenied(_) => "permission_denied",
+        Error::AuthUnavailable(_) => "auth_unavailable",
         Error::Encode(_) | Error::Task(_) => "internal",
     }
 }

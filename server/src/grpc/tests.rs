@@ -57,6 +57,9 @@ fn every_error_maps_to_its_documented_code() {
         ),
         (Error::Encode("bug".into()), Code::Internal),
         (Error::Task("panicked".into()), Code::Internal),
+        (Error::Unauthenticated("no".into()), Code::Unauthenticated),
+        (Error::PermissionDenied("no".into()), Code::PermissionDenied),
+        (Error::AuthUnavailable("later".into()), Code::Unavailable),
     ];
     for (error, code) in cases {
         assert_eq!(status(&error).code(), code, "{error}");

@@ -268,6 +268,16 @@ impl TestAgent {
         channel: Channel,
         hello: Hello,
     ) -> Result<Self, tonic::Status> {
+        Self::connect_as(channel, hello, None).await
+    }
+
+    /// [`TestAgent::connect_over`], sending `authorization` metadata (raw bytes, so tests can
+    /// send garbage) when given.
+    pub(crate) async fn connect_as(
+        channel: Channel,
+        hello: Hello,
+        authorization: Option<&[u8]>,
+    ) -> Result<Self, tonic::Status> {
         let mut client = SyncClient::new(channel).max_decoding_message_size(64 << 20);
         let (requests, rx) = mpsc::channel(16);
         requests
@@ -276,7 +286,13 @@ impl TestAgent {
             })
             .await
             .unwrap();
-        let responses = client.watch(ReceiverStream::new(rx)).await?.into_inner();
+        let mut request = tonic::Request::new(ReceiverStream::new(rx));
+        if let Some(value) = authorization {
+            let value = tonic::metadata::MetadataValue::try_from(value)
+                .expect("a header value tonic can send");
+            request.metadata_mut().insert("authorization", value);
+        }
+        let responses = client.watch(request).await?.into_inner();
         Ok(Self {
             hello,
             requests,
