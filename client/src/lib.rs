@@ -36,7 +36,7 @@ pub mod subscription;
 pub mod watcher;
 
 pub use client::{Client, DEFAULT_ACK_INTERVAL, DEFAULT_CONNECT_TIMEOUT, DEFAULT_WELCOME_TIMEOUT};
-pub use connection::{Backoff, EventStream};
+pub use connection::{Backoff, ClientTls, EventStream, TokenFile};
 pub use kube::runtime::watcher::Event;
 pub use projected::{ProjectedObject, SubscriptionEvent};
 pub use subscription::Subscription;

@@ -9,6 +9,7 @@ mod field_path;
 mod profiles;
 #[cfg(test)]
 mod tests;
+mod tls;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -17,6 +18,7 @@ use std::time::Duration;
 pub use cattail_proto::Resource;
 pub use field_path::{FieldPath, FieldPathError, MAX_PATH_BYTES, MAX_SEGMENTS, Segment};
 pub use profiles::{default_for, default_resources};
+pub use tls::TlsConfig;
 
 /// At most this many resources in one config.
 pub const MAX_RESOURCES: usize = 64;
@@ -69,6 +71,8 @@ pub struct ServerConfig {
     pub store: StoreConfig,
     /// Projection limits.
     pub projection: ProjectionConfig,
+    /// TLS on the gRPC port.
+    pub tls: TlsConfig,
 }
 
 impl Default for ServerConfig {
@@ -77,6 +81,7 @@ impl Default for ServerConfig {
             resources: default_resources(),
             store: StoreConfig::default(),
             projection: ProjectionConfig::default(),
+            tls: TlsConfig::default(),
         }
     }
 }
@@ -227,7 +232,7 @@ impl ServerConfig {
                 "must be greater than 0",
             ));
         }
-        Ok(())
+        self.tls.validate()
     }
 }
 

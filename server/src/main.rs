@@ -9,6 +9,7 @@ use cattail_server::args::{Cli, Command, LogFormat, ServeArgs, kube_config};
 use cattail_server::config::ServerConfig;
 use cattail_server::k8s::watch::WatchConfig;
 use cattail_server::serve::{ServeOptions, serve};
+use cattail_server::tls::ServerTls;
 use clap::Parser;
 use tokio::net::{TcpListener, TcpSocket};
 use tokio::signal::unix::{Signal, SignalKind, signal};
@@ -68,19 +69,22 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
         LogFormat::Json => logs.json().init(),
     }
 
-    let config = load_config(args.config.as_deref())?;
+    let mut config = load_config(args.config.as_deref())?;
+    args.apply_tls_flags(&mut config.tls);
+    config.validate()?;
     // Installed before "listening" is logged, so a signal sent on that line is never missed.
     let signals = (
         signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
         signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
     );
     let metrics = cattail_server::admin::install_recorder()?;
+    let tls = ServerTls::from_settings(&config.tls, args.insecure_plaintext)?;
     let client = kube::Client::try_from(kube_config(args.kubeconfig.as_deref()).await?)?;
     let grpc = listen(args.listen).with_context(|| format!("binding --listen {}", args.listen))?;
     let admin = TcpListener::bind(args.admin_listen)
         .await
         .with_context(|| format!("binding --admin-listen {}", args.admin_listen))?;
-    tracing::info!(grpc = %grpc.local_addr()?, admin = %admin.local_addr()?, "listening");
+    tracing::info!(grpc = %grpc.local_addr()?, admin = %admin.local_addr()?, tls = tls.is_some(), "listening");
 
     let mut options = ServeOptions {
         config,
@@ -92,6 +96,7 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
     };
     options.fanout.server_id = args.server_id.clone();
     options.grpc.transport = args.grpc_transport;
+    options.grpc.tls = tls;
     let shutdown = CancellationToken::new();
     tokio::spawn(handle_signals(
         signals,

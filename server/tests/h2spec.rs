@@ -88,6 +88,8 @@ fn serve(env: &TestEnv, transport: &str) -> Served {
             .arg(format!("--listen=127.0.0.1:{grpc}"))
             .arg(format!("--admin-listen=127.0.0.1:{admin}"))
             .arg(format!("--grpc-transport={transport}"))
+            // h2spec speaks h2c here: the HTTP/2 layer is under test, not TLS.
+            .arg("--insecure-plaintext")
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .unwrap();
