@@ -248,6 +248,18 @@ mod tests {
     }
 
     #[test]
+    fn an_https_endpoint_without_a_ca_bundle_is_refused_at_once() {
+        let subscriptions = [Subscription::for_resource("v1/pods").unwrap()];
+        let error = Client::new(["https://cattail:5473"])
+            .subscribe(&subscriptions)
+            .err()
+            .unwrap();
+        assert!(matches!(error, Error::TlsWithoutCa { .. }), "{error}");
+        assert!(error.is_fatal());
+        assert!(error.to_string().contains("--tls-ca-file"), "{error}");
+    }
+
+    #[test]
     fn defaults_follow_the_protocol() {
         let client = Client::default();
         assert_eq!(client.settings.max_message_bytes, 16 << 20);

@@ -186,3 +186,70 @@ fn credentials(what: &'static str, path: &Path, reason: impl std::fmt::Display) 
         reason: reason.to_string(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn reason(error: Error) -> String {
+        assert!(matches!(error, Error::Credentials { .. }), "{error}");
+        error.to_string()
+    }
+
+    #[test]
+    fn a_token_is_read_again_each_time_and_sent_as_a_bearer() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("token");
+        std::fs::write(&path, "first-token\n").unwrap();
+        let token = TokenFile::new(&path).unwrap();
+        assert_eq!(token.header().unwrap(), "Bearer first-token");
+        std::fs::write(&path, "rotated-token").unwrap();
+        assert_eq!(token.header().unwrap(), "Bearer rotated-token");
+    }
+
+    #[test]
+    fn a_bad_token_file_is_an_error_that_names_it_and_says_why() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("token");
+        let missing = reason(TokenFile::new(&path).unwrap_err());
+        assert!(
+            missing.contains("token file") && missing.contains("token"),
+            "{missing}"
+        );
+
+        std::fs::write(&path, "x".repeat(MAX_TOKEN_BYTES + 1)).unwrap();
+        let large = reason(TokenFile::new(&path).unwrap_err());
+        assert!(large.contains("8193 bytes"), "{large}");
+        std::fs::write(&path, "x".repeat(MAX_TOKEN_BYTES)).unwrap();
+        assert!(TokenFile::new(&path).is_ok(), "the limit itself is fine");
+
+        std::fs::write(&path, "a\u{7f}b").unwrap();
+        let invalid = reason(TokenFile::new(&path).unwrap_err());
+        assert!(invalid.contains("header value"), "{invalid}");
+        std::fs::write(&path, "  \n").unwrap();
+        assert!(reason(TokenFile::new(&path).unwrap_err()).contains("empty"));
+    }
+
+    #[test]
+    fn tls_files_are_checked_when_the_settings_are_built() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("ca.crt");
+        let error = reason(ClientTls::new().ca_file(&missing).unwrap_err());
+        assert!(
+            error.contains("CA file") && error.contains("ca.crt"),
+            "{error}"
+        );
+        let garbage = dir.path().join("garbage.pem");
+        std::fs::write(&garbage, "not pem").unwrap();
+        let error = reason(ClientTls::new().ca_file(&garbage).unwrap_err());
+        assert!(error.contains("no PEM `CERTIFICATE`"), "{error}");
+        let error = reason(
+            ClientTls::new()
+                .identity_files(&garbage, &garbage)
+                .unwrap_err(),
+        );
+        assert!(error.contains("client certificate file"), "{error}");
+    }
+}

@@ -68,7 +68,7 @@ pub enum Error {
     },
 
     /// The server refused the stream or ended it with a status.
-    #[error("{endpoint} ended the stream: {code:?}: {message}", code = status.code(), message = status.message())]
+    #[error("{endpoint} ended the stream: {code:?}: {message}{causes}", code = status.code(), message = status.message(), causes = status_causes(status))]
     Status {
         /// The endpoint.
         endpoint: String,
@@ -155,4 +155,19 @@ fn causes(error: &(dyn std::error::Error + 'static)) -> String {
         source = cause.source();
     }
     text
+}
+
+/// What lies under a status the client's transport made (a connection reset, say), as
+/// `: cause: cause`; empty for a status the server sent.
+fn status_causes(status: &tonic::Status) -> String {
+    let Some(source) = std::error::Error::source(status) else {
+        return String::new();
+    };
+    let text = causes(source);
+    // tonic's message for a transport failure is its source's first line.
+    match text.strip_prefix(status.message()) {
+        Some("") => String::new(),
+        Some(rest) if rest.starts_with(": ") => rest.to_owned(),
+        _ => format!(": {text}"),
+    }
 }
