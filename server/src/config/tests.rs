@@ -410,7 +410,10 @@ fn tls_settings_parse_and_bad_ones_name_the_field() {
         ("tls:\n  max_handshakes: 0\n", "tls.max_handshakes"),
         ("tls:\n  handshake_timeout: 0s\n", "tls.handshake_timeout"),
         ("tls:\n  reload_interval: 0s\n", "tls.reload_interval"),
-        ("tls:\n  handshake_timeout: soon\n", "handshake_timeout"),
+        (
+            "tls:\n  handshake_timeout: soon\n",
+            "\"soon\" is not a duration",
+        ),
         ("tls:\n  certfile: a\n", "certfile"),
     ] {
         assert_mentions(&rejected(yaml), &[field]);
