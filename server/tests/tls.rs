@@ -119,13 +119,11 @@ async fn until_synced(events: &mut EventStream) -> Vec<String> {
 
 /// The first error of a stream that must fail.
 async fn first_error(events: &mut EventStream) -> ClientError {
-    loop {
-        match tokio::time::timeout(WAIT, events.next()).await {
-            Ok(Some(Err(error))) => return error,
-            Ok(Some(Ok(event))) => panic!("expected a failure, got {event:?}"),
-            Ok(None) => panic!("the stream ended without an error"),
-            Err(_) => panic!("no error in time"),
-        }
+    match tokio::time::timeout(WAIT, events.next()).await {
+        Ok(Some(Err(error))) => error,
+        Ok(Some(Ok(event))) => panic!("expected a failure, got {event:?}"),
+        Ok(None) => panic!("the stream ended without an error"),
+        Err(_) => panic!("no error in time"),
     }
 }
 
