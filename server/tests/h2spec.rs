@@ -1,5 +1,6 @@
 //! h2spec, the HTTP/2 conformance suite (written by others), against `cattail serve` over h2c on
-//! both gRPC transports, with a real kube-apiserver from testenv behind the server.
+//! both gRPC transports, then over TLS (a certificate made here, `h2spec -t -k`), with a real
+//! kube-apiserver from testenv behind the server.
 //!
 //! On the native transport the set of failing case ids must equal the exceptions documented in
 //! docs/PROTOCOL.md section 2.1, exactly (today: none): a new failure fails the test, and so
@@ -17,7 +18,7 @@
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -76,20 +77,28 @@ fn free_port() -> u16 {
 /// `cattail serve` on `transport`, once its `/readyz` says it is in sync. Ports are picked free
 /// and then bound by the server, so another process may take one in between: a server that
 /// exits before it is ready is started again on new ports, a few times.
-fn serve(env: &TestEnv, transport: &str) -> Served {
+fn serve(env: &TestEnv, transport: &str, tls: Option<&Path>) -> Served {
     let log_dir = tempfile::tempdir().unwrap();
     for attempt in 1..=3 {
         let (grpc, admin) = (free_port(), free_port());
         let log = log_dir.path().join(format!("serve-{attempt}.log"));
-        let child = Command::new(env!("CARGO_BIN_EXE_cattail"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_cattail"));
+        command
             .arg("serve")
             .arg("--kubeconfig")
             .arg(env.kubeconfig_path())
             .arg(format!("--listen=127.0.0.1:{grpc}"))
             .arg(format!("--admin-listen=127.0.0.1:{admin}"))
-            .arg(format!("--grpc-transport={transport}"))
-            // h2spec speaks h2c here: the HTTP/2 layer is under test, not TLS.
-            .arg("--insecure-plaintext")
+            .arg(format!("--grpc-transport={transport}"));
+        match tls {
+            Some(dir) => command
+                .arg("--tls-cert-file")
+                .arg(dir.join("tls.crt"))
+                .arg("--tls-key-file")
+                .arg(dir.join("tls.key")),
+            None => command.arg("--insecure-plaintext"),
+        };
+        let child = command
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .unwrap();
@@ -139,11 +148,16 @@ struct Case {
 }
 
 /// Runs h2spec against `port` and reads its JUnit report.
-fn run_h2spec(binary: &PathBuf, port: u16) -> Vec<Case> {
+fn run_h2spec(binary: &PathBuf, port: u16, tls: bool) -> Vec<Case> {
     let dir = tempfile::tempdir().unwrap();
     let report = dir.path().join("h2spec.xml");
-    let mut child = Command::new(binary)
-        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-o", "5", "-j"])
+    let mut command = Command::new(binary);
+    command.args(["-h", "127.0.0.1", "-p", &port.to_string(), "-o", "5", "-j"]);
+    if tls {
+        // TLS, without verifying the test certificate.
+        command.args(["-t", "-k"]);
+    }
+    let mut child = command
         .arg(&report)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -206,9 +220,15 @@ fn conformance(
     transport: &str,
     exceptions: &[&str],
     check: Check,
+    tls: Option<&Path>,
 ) {
-    let served = serve(env, transport);
-    let cases = run_h2spec(binary, served.grpc);
+    let served = serve(env, transport, tls);
+    let cases = run_h2spec(binary, served.grpc, tls.is_some());
+    let transport = if tls.is_some() {
+        format!("{transport} over TLS")
+    } else {
+        transport.to_owned()
+    };
     // h2spec 2.2.1 has 145 cases; fewer means the run broke, not the server.
     assert_eq!(cases.len(), 145, "{transport}: not every h2spec case ran");
     let failed: BTreeSet<&str> = cases
@@ -277,8 +297,19 @@ async fn h2spec_passes_on_both_transports_but_for_the_documented_exceptions() {
         );
     }
     let env = TestEnv::start().await.unwrap();
+    let tls = tempfile::tempdir().unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    std::fs::write(tls.path().join("tls.crt"), cert.pem()).unwrap();
+    std::fs::write(tls.path().join("tls.key"), key.serialize_pem()).unwrap();
     tokio::task::block_in_place(|| {
-        conformance(&env, &binary, "native", NATIVE_EXCEPTIONS, Check::Exact);
-        conformance(&env, &binary, "tonic", TONIC_EXCEPTIONS, Check::Within);
+        conformance(&env, &binary, "native", NATIVE_EXCEPTIONS, Check::Exact, None);
+        conformance(&env, &binary, "tonic", TONIC_EXCEPTIONS, Check::Within, None);
+        let tls = Some(tls.path());
+        conformance(&env, &binary, "native", NATIVE_EXCEPTIONS, Check::Exact, tls);
+        conformance(&env, &binary, "tonic", TONIC_EXCEPTIONS, Check::Within, tls);
     });
 }
