@@ -279,4 +279,55 @@ mod tests {
             "--server is required"
         );
     }
+
+    #[test]
+    fn tls_and_token_flags_build_a_client_or_name_the_bad_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let token = dir.path().join("token");
+        std::fs::write(&token, "abc").unwrap();
+        let token = token.to_str().unwrap();
+        let args = parse(&[
+            "cattail-agent",
+            "dump",
+            "--server",
+            "https://a:1",
+            "--token-file",
+            token,
+            "--tls-server-name",
+            "cattail.cattail-system.svc",
+        ]);
+        let client = stream(&args).client().unwrap();
+        let described = format!("{client:?}");
+        assert!(
+            described.contains("tls: true") && described.contains(token),
+            "{described}"
+        );
+
+        let missing = dir.path().join("missing-ca.crt");
+        let args = parse(&[
+            "cattail-agent",
+            "dump",
+            "--server",
+            "https://a:1",
+            "--tls-ca-file",
+            missing.to_str().unwrap(),
+        ]);
+        let error = format!("{:#}", stream(&args).client().unwrap_err());
+        assert!(
+            error.contains("--tls-ca-file") && error.contains("missing-ca.crt"),
+            "{error}"
+        );
+        assert!(
+            Args::try_parse_from([
+                "cattail-agent",
+                "dump",
+                "--server",
+                "a:1",
+                "--tls-cert-file",
+                "c"
+            ])
+            .is_err(),
+            "a client certificate needs its key"
+        );
+    }
 }
