@@ -147,12 +147,19 @@ pub struct ServerTls {
     inner: Arc<Inner>,
 }
 
+/// What every clone of a [`ServerTls`] shares.
 struct Inner {
+    /// rustls' server configuration, whose certificate comes from `certificate`.
     acceptor: TlsAcceptor,
+    /// The certificate files and the key pair loaded from them.
     certificate: Arc<CertificateFiles>,
+    /// One permit per handshake in flight (`tls.max_handshakes`).
     handshakes: Arc<Semaphore>,
+    /// `tls.handshake_timeout`.
     handshake_timeout: Duration,
+    /// `tls.reload_interval`.
     reload_interval: Duration,
+    /// Counts and logs refusals.
     failures: FailureLog,
 }
 
@@ -284,8 +291,11 @@ impl ServerTls {
 /// One admitted handshake; holds its place among the handshakes in flight until it ends.
 #[derive(Debug)]
 pub struct Handshake {
+    /// The shared TLS state.
     tls: ServerTls,
+    /// The client, for the log.
     peer: SocketAddr,
+    /// This handshake's place among those in flight, given back when it is dropped.
     _permit: OwnedSemaphorePermit,
 }
 
