@@ -114,7 +114,8 @@ def round_(args, transport, children):
     grpc, admin = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
     server = subprocess.Popen(
         [CATTAIL, "serve", "--kubeconfig", args.kubeconfig, "--listen", grpc,
-         "--admin-listen", admin, "--grpc-transport", transport, "--shutdown-grace", "5s"],
+         "--admin-listen", admin, "--grpc-transport", transport, "--shutdown-grace", "5s",
+         "--insecure-plaintext"],
         env={**os.environ, "RUST_LOG": "warn"}, stdout=subprocess.DEVNULL,
         stderr=open(f"/tmp/ab-{transport}.log", "a"))
     children.append(server)

@@ -11,7 +11,9 @@ use std::time::Duration;
 use cattail_proto::DEFAULT_MAX_MESSAGE_BYTES;
 
 use crate::connection::endpoints::normalise_endpoint;
-use crate::connection::{self, Backoff, Error, EventStream, Result, Settings};
+use crate::connection::{
+    self, Backoff, ClientTls, Error, EventStream, Result, Settings, TokenFile,
+};
 use crate::subscription::Subscription;
 
 /// How long a TCP and HTTP/2 connect may take unless configured.
@@ -56,6 +58,8 @@ impl Default for Client {
                 connect_timeout: DEFAULT_CONNECT_TIMEOUT,
                 welcome_timeout: DEFAULT_WELCOME_TIMEOUT,
                 ack_interval: DEFAULT_ACK_INTERVAL,
+                tls: None,
+                token: None,
             },
             direct: None,
         }
@@ -155,6 +159,22 @@ impl Client {
         self
     }
 
+    /// TLS for `https://` endpoints: the CA bundle that verifies the server (required for
+    /// them), an optional client certificate and a server name.
+    #[must_use]
+    pub fn tls(mut self, tls: ClientTls) -> Self {
+        self.settings.tls = Some(tls);
+        self
+    }
+
+    /// A bearer token sent as `authorization: Bearer <token>` on every stream, read from its
+    /// file again before every (re)connect, so a token that kubelet rotates is picked up.
+    #[must_use]
+    pub fn token_file(mut self, token: TokenFile) -> Self {
+        self.settings.token = Some(token);
+        self
+    }
+
     /// True for a direct client, which watches the API server itself.
     #[must_use]
     pub fn is_direct(&self) -> bool {
@@ -197,6 +217,11 @@ impl fmt::Debug for Client {
             .field("node_name", &self.settings.node_name)
             .field("backoff", &self.settings.backoff)
             .field("max_message_bytes", &self.settings.max_message_bytes)
+            .field("tls", &self.settings.tls.is_some())
+            .field(
+                "token_file",
+                &self.settings.token.as_ref().map(TokenFile::path),
+            )
             .field("direct", &self.direct.is_some())
             .finish_non_exhaustive()
     }
@@ -220,6 +245,18 @@ mod tests {
         assert_eq!(client.settings.backoff.initial, Duration::from_millis(5));
         assert!(!client.is_direct());
         assert!(format!("{client:?}").contains("pod-1"));
+    }
+
+    #[test]
+    fn an_https_endpoint_without_a_ca_bundle_is_refused_at_once() {
+        let subscriptions = [Subscription::for_resource("v1/pods").unwrap()];
+        let error = Client::new(["https://cattail:5473"])
+            .subscribe(&subscriptions)
+            .err()
+            .unwrap();
+        assert!(matches!(error, Error::TlsWithoutCa { .. }), "{error}");
+        assert!(error.is_fatal());
+        assert!(error.to_string().contains("--tls-ca-file"), "{error}");
     }
 
     #[test]

@@ -12,6 +12,7 @@
 //! subscriptions ([`open`]), so configuration depends on the connection and not the reverse.
 
 pub(crate) mod backoff;
+mod credentials;
 pub(crate) mod endpoints;
 mod error;
 mod stream;
@@ -28,6 +29,7 @@ use tracing::Instrument;
 
 pub use self::backoff::Backoff;
 use self::backoff::{BackoffState, random_u64};
+pub use self::credentials::{ClientTls, MAX_TOKEN_BYTES, TokenFile};
 use self::endpoints::{EndpointRotation, TRY_ENDPOINTS_METADATA};
 pub use self::error::{Error, Result};
 use self::stream::{StreamEnd, run_stream};
@@ -92,6 +94,10 @@ pub(crate) struct Settings {
     pub(crate) welcome_timeout: Duration,
     /// The shortest time between two acks.
     pub(crate) ack_interval: Duration,
+    /// TLS for `https://` endpoints.
+    pub(crate) tls: Option<ClientTls>,
+    /// A bearer token, read again before every connect.
+    pub(crate) token: Option<TokenFile>,
 }
 
 /// Opens one cattail stream for several subscriptions and returns its events, tagged with
@@ -113,6 +119,12 @@ pub(crate) fn open(settings: Settings, subscriptions: &[Subscription]) -> Result
                 source,
             }
         })?;
+        if endpoint.starts_with("https://") && !settings.tls.as_ref().is_some_and(ClientTls::has_ca)
+        {
+            return Err(Error::TlsWithoutCa {
+                endpoint: endpoint.clone(),
+            });
+        }
     }
     let resolved = subscriptions
         .iter()

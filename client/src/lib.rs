@@ -20,6 +20,29 @@
 //! # }
 //! ```
 //!
+//! ## TLS and credentials
+//!
+//! cattail servers serve TLS 1.3 by default: use `https://` endpoints and give the CA bundle
+//! that signed the server's certificate with [`ClientTls::ca_file`] (a missing or malformed
+//! file is an error when the settings are built; an `https://` endpoint without a CA bundle is
+//! refused when a stream opens). Where the server verifies agents by certificate, add one with
+//! [`ClientTls::identity_files`]; [`ClientTls::server_name`] sets the name to check when the
+//! endpoint is an IP address. An agent that proves itself with a projected ServiceAccount token
+//! gives its file to [`Client::token_file`]: the token goes out as `authorization: Bearer
+//! <token>` on every stream, and the file is read again before every reconnect, so kubelet's
+//! rotations are picked up (a token over [`connection::MAX_TOKEN_BYTES`] or that is not a valid
+//! header value is an error). `http://` endpoints speak plaintext, for servers started with
+//! `--insecure-plaintext`.
+//!
+//! ```no_run
+//! # fn tls() -> cattail_client::connection::Result<()> {
+//! use cattail_client::{Client, ClientTls, TokenFile};
+//! let client = Client::new(["https://cattail.cattail-system.svc:5473"])
+//!     .tls(ClientTls::new().ca_file("/var/run/cattail/ca.crt")?)
+//!     .token_file(TokenFile::new("/var/run/secrets/cattail/token")?);
+//! # Ok(()) }
+//! ```
+//!
 //! Layers, lowest first: [`session`] is the protocol as a pure state machine (cache, digests,
 //! resyncs, events); [`connection`] runs it over gRPC with reconnects, resume and acks;
 //! [`mod@watcher`] decodes objects into Kubernetes types (or runs kube-runtime directly);
@@ -36,7 +59,7 @@ pub mod subscription;
 pub mod watcher;
 
 pub use client::{Client, DEFAULT_ACK_INTERVAL, DEFAULT_CONNECT_TIMEOUT, DEFAULT_WELCOME_TIMEOUT};
-pub use connection::{Backoff, EventStream};
+pub use connection::{Backoff, ClientTls, EventStream, TokenFile};
 pub use kube::runtime::watcher::Event;
 pub use projected::{ProjectedObject, SubscriptionEvent};
 pub use subscription::Subscription;

@@ -2,7 +2,9 @@
 //!
 //! The stand-in is not cattail's server (that lives in `cattail-server`, which this crate does
 //! not depend on): it answers every Hello with the same small snapshot, refuses agents whose id
-//! is `refuse-me`, and never answers agents whose id is `ignore-me`.
+//! is `refuse-me`, and never answers agents whose id is `ignore-me`; to an agent whose id is
+//! `show-token` it answers with the `authorization` metadata it got, in a refusal. It serves
+//! h2c, or TLS with a certificate made here.
 
 #![allow(clippy::unwrap_used)]
 
@@ -30,6 +32,10 @@ impl Sync for StandIn {
         &self,
         request: Request<Streaming<AgentMessage>>,
     ) -> Result<Response<Self::WatchStream>, Status> {
+        let authorization = request
+            .metadata()
+            .get("authorization")
+            .map(|value| value.to_str().unwrap_or("<not ASCII>").to_owned());
         let mut inbound = request.into_inner();
         let Some(agent_message::Message::Hello(hello)) =
             inbound.message().await?.and_then(|m| m.message)
@@ -38,6 +44,11 @@ impl Sync for StandIn {
                 "the first message must be a Hello",
             ));
         };
+        if hello.agent_id == "show-token" {
+            return Err(Status::invalid_argument(format!(
+                "malformed hello: authorization {authorization:?}"
+            )));
+        }
         if hello.agent_id == "refuse-me" {
             return Err(Status::invalid_argument(
                 "malformed hello: agent_id refused",
@@ -127,6 +138,31 @@ async fn start_stand_in() -> String {
             .serve_with_incoming(TcpListenerStream::new(listener)),
     );
     endpoint
+}
+
+/// The stand-in over TLS with a certificate for `localhost`; its endpoint and the CA file.
+async fn start_tls_stand_in(dir: &std::path::Path) -> (String, std::path::PathBuf) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    let ca = dir.join("ca.crt");
+    std::fs::write(&ca, cert.pem()).unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!(
+        "https://localhost:{}",
+        listener.local_addr().unwrap().port()
+    );
+    let identity = tonic::transport::Identity::from_pem(cert.pem(), key.serialize_pem());
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))
+            .unwrap()
+            .add_service(SyncServer::new(StandIn))
+            .serve_with_incoming(TcpListenerStream::new(listener)),
+    );
+    (endpoint, ca)
 }
 
 /// Runs `cattail-agent dump` with `args`, failing the test if it runs past a generous deadline.
@@ -270,4 +306,50 @@ async fn run_serves_metrics_and_stops_cleanly_on_sigterm() {
         .expect("cattail-agent run did not stop on SIGTERM")
         .unwrap();
     assert!(status.success(), "{status:?}");
+}
+
+#[tokio::test]
+async fn dump_over_tls_verifies_the_server_and_sends_the_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let (endpoint, ca) = start_tls_stand_in(dir.path()).await;
+    let ca = ca.to_str().unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, "s3cret-token\n").unwrap();
+    let token = token.to_str().unwrap();
+
+    let output = dump(&endpoint, &["--tls-ca-file", ca, "--timeout", "60s"]).await;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert_eq!(String::from_utf8(output.stdout).unwrap().lines().count(), 3);
+
+    let output = dump(
+        &endpoint,
+        &[
+            "--tls-ca-file",
+            ca,
+            "--token-file",
+            token,
+            "--agent-id",
+            "show-token",
+            "--timeout",
+            "60s",
+        ],
+    )
+    .await;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("Bearer s3cret-token"), "{stderr}");
+
+    // Without the CA bundle, or with a missing one, it says what to give.
+    let output = dump(&endpoint, &["--timeout", "60s"]).await;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !output.status.success() && stderr.contains("--tls-ca-file"),
+        "{stderr}"
+    );
+    let output = dump(&endpoint, &["--tls-ca-file", "/nonexistent/ca.crt"]).await;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !output.status.success() && stderr.contains("/nonexistent/ca.crt"),
+        "{stderr}"
+    );
 }

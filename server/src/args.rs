@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+use crate::config::TlsConfig;
 use crate::grpc::Transport;
 
 /// cattail: watch the Kubernetes API once, fan it out to thousands of node agents.
@@ -24,6 +25,8 @@ pub struct Cli {
 
 /// The subcommands.
 #[derive(Subcommand, Debug)]
+// Parsed once at start-up: the size of the largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 pub enum Command {
     /// Watch the configured resources and serve them to agents over gRPC.
     ///
@@ -73,6 +76,38 @@ pub struct ServeArgs {
     /// does not get on with the native one; please report it).
     #[arg(long, value_enum, default_value_t = Transport::Native, env = "CATTAIL_GRPC_TRANSPORT")]
     pub grpc_transport: Transport,
+    /// The gRPC port's TLS certificate chain, PEM (overrides tls.cert_file). Re-read when it
+    /// changes.
+    #[arg(long, env = "CATTAIL_TLS_CERT_FILE")]
+    pub tls_cert_file: Option<PathBuf>,
+    /// The private key of --tls-cert-file, PEM (overrides tls.key_file).
+    #[arg(long, env = "CATTAIL_TLS_KEY_FILE")]
+    pub tls_key_file: Option<PathBuf>,
+    /// CA bundle, PEM, that agents' client certificates are verified against (overrides
+    /// tls.client_ca_file). A client certificate is then required unless
+    /// tls.require_client_certificate is false.
+    #[arg(long, env = "CATTAIL_TLS_CLIENT_CA_FILE")]
+    pub tls_client_ca_file: Option<PathBuf>,
+    /// Serve the gRPC port without TLS: anyone who can reach it reads the cluster's projected
+    /// state. Only for tests and demos.
+    #[arg(long, env = "CATTAIL_INSECURE_PLAINTEXT")]
+    pub insecure_plaintext: bool,
+}
+
+impl ServeArgs {
+    /// Puts the TLS flags that are given over the config file's `tls:` section.
+    pub fn apply_tls_flags(&self, tls: &mut TlsConfig) {
+        let flags = [
+            (&self.tls_cert_file, &mut tls.cert_file),
+            (&self.tls_key_file, &mut tls.key_file),
+            (&self.tls_client_ca_file, &mut tls.client_ca_file),
+        ];
+        for (flag, field) in flags {
+            if let Some(path) = flag {
+                *field = Some(path.clone());
+            }
+        }
+    }
 }
 
 /// How logs are written.

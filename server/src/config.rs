@@ -11,6 +11,7 @@ mod profiles;
 mod serving;
 #[cfg(test)]
 mod tests;
+mod tls;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -24,6 +25,7 @@ pub use cattail_proto::Resource;
 pub use field_path::{FieldPath, FieldPathError, MAX_PATH_BYTES, MAX_SEGMENTS, Segment};
 pub use profiles::{default_for, default_resources};
 pub use serving::{FanoutSettings, GrpcSettings, WatchSettings};
+pub use tls::TlsConfig;
 
 /// At most this many resources in one config.
 pub const MAX_RESOURCES: usize = 64;
@@ -85,6 +87,8 @@ pub struct ServerConfig {
     /// Agent authentication and authorization; absent, agents are not authenticated.
     #[serde(skip_serializing_if = "AuthConfig::is_default")]
     pub auth: AuthConfig,
+    /// TLS on the gRPC port.
+    pub tls: TlsConfig,
 }
 
 impl Default for ServerConfig {
@@ -97,6 +101,7 @@ impl Default for ServerConfig {
             grpc: GrpcSettings::default(),
             watch: WatchSettings::default(),
             auth: AuthConfig::default(),
+            tls: TlsConfig::default(),
         }
     }
 }
@@ -258,7 +263,7 @@ impl ServerConfig {
         }
         let served = self.resources.iter().map(|r| &r.resource).collect();
         self.auth.validate(&served)?;
-        Ok(())
+        self.tls.validate()
     }
 }
 

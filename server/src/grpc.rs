@@ -8,6 +8,7 @@
 mod body;
 mod framing;
 mod http2;
+mod incoming;
 #[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]
 pub use http2::fuzz as http2_fuzz;
@@ -30,6 +31,7 @@ use tracing::Instrument;
 
 use crate::config::GrpcSettings;
 use crate::fanout::{self, Hub};
+use crate::tls::ServerTls;
 
 use service::SyncService;
 
@@ -70,7 +72,7 @@ impl std::fmt::Display for Transport {
 /// so they are small. What bounds a slow agent's memory is its own receive window, the
 /// transport's send buffer (hyper's 400 KiB per stream under tonic; 256 KiB per connection,
 /// mostly shared pieces, natively) and [`GrpcConfig::queue`].
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct GrpcConfig {
     /// The HTTP/2 implementation.
     pub transport: Transport,
@@ -89,6 +91,8 @@ pub struct GrpcConfig {
     pub max_concurrent_streams: u32,
     /// `TCP_NODELAY` on accepted sockets: deltas are small and latency matters.
     pub tcp_nodelay: bool,
+    /// TLS on the port; `None` serves plaintext (h2c).
+    pub tls: Option<ServerTls>,
 }
 
 impl Default for GrpcConfig {
@@ -113,6 +117,7 @@ impl GrpcConfig {
             http2_keepalive_timeout: Some(settings.keepalive_timeout),
             max_concurrent_streams: settings.max_concurrent_streams,
             tcp_nodelay: settings.tcp_nodelay,
+            tls: None,
         }
     }
 
@@ -172,13 +177,24 @@ pub async fn serve(
     config: GrpcConfig,
     shutdown: CancellationToken,
 ) -> Result<()> {
-    match config.transport {
+    let reloader = config.tls.clone().map(|tls| {
+        crate::tls::describe_metrics();
+        tokio::spawn(
+            tls.run_reloader(shutdown.clone())
+                .instrument(tracing::info_span!("tls_reloader")),
+        )
+    });
+    let served = match config.transport {
         Transport::Native => {
             http2::serve(listener, hub, config, shutdown).await;
             Ok(())
         }
         Transport::Tonic => serve_tonic(listener, hub, config, shutdown).await,
+    };
+    if let Some(reloader) = reloader {
+        reloader.abort();
     }
+    served
 }
 
 /// The tonic transport.
@@ -195,17 +211,29 @@ async fn serve_tonic(
             .instrument(tracing::info_span!("grpc_health")),
     );
     let sync = SyncService::new(hub, shutdown.clone(), config.queue);
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(config.tcp_nodelay));
-    let served = Server::builder()
+    let router = Server::builder()
         .initial_stream_window_size(config.initial_stream_window_bytes)
         .initial_connection_window_size(config.initial_connection_window_bytes)
         .http2_keepalive_interval(config.http2_keepalive_interval)
         .http2_keepalive_timeout(config.http2_keepalive_timeout)
         .max_concurrent_streams(Some(config.max_concurrent_streams))
         .add_service(health)
-        .add_service(sync)
-        .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
-        .await;
+        .add_service(sync);
+    let served = match config.tls {
+        None => {
+            let incoming = TcpIncoming::from(listener).with_nodelay(Some(config.tcp_nodelay));
+            router
+                .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
+                .await
+        }
+        Some(tls) => {
+            let incoming =
+                incoming::TlsIncoming::new(listener, tls, config.tcp_nodelay, shutdown.clone());
+            router
+                .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
+                .await
+        }
+    };
     reporting.abort();
     served.map_err(Error::from)
 }

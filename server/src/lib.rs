@@ -4,9 +4,10 @@
 //! [`k8s::project`] (projection of API objects to canonical JSON bytes) and [`store`] (the
 //! single-writer state with dedupe, relist diffs, revisions and snapshots),
 //! [`fanout`] (frames encoded once, the bounded log of them, digests and one sender per agent),
-//! [`grpc`] (the `cattail.v1.Sync` and health services) and [`auth`] (agent identity and
-//! authorization, plugged into the fan-out's `Admission` seam). Lower modules never import higher
-//! ones: `config` <- `store` <- `k8s`, and `store` <- `fanout` <- `grpc`. [`writer`] (the single
+//! [`grpc`] (the `cattail.v1.Sync` and health services), with [`tls`] (TLS on the gRPC port), and
+//! [`auth`] (agent identity and authorization, plugged into the fan-out's `Admission` seam).
+//! Lower modules never import higher ones: `config` <- `store` <- `k8s`, and
+//! `store` <- `fanout` <- `tls` <- `grpc`. [`writer`] (the single
 //! task that changes the store) and [`serve`] (everything wired together) sit on top; the
 //! `cattail` binary (`main.rs`, `args.rs`) only parses flags and handles signals.
 
@@ -19,4 +20,5 @@ pub mod grpc;
 pub mod k8s;
 pub mod serve;
 pub mod store;
+pub mod tls;
 pub mod writer;

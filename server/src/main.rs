@@ -8,6 +8,7 @@ use anyhow::Context;
 use cattail_server::args::{Cli, Command, LogFormat, ServeArgs, kube_config};
 use cattail_server::config::ServerConfig;
 use cattail_server::serve::{ServeOptions, serve};
+use cattail_server::tls::ServerTls;
 use clap::Parser;
 use tokio::net::{TcpListener, TcpSocket};
 use tokio::signal::unix::{Signal, SignalKind, signal};
@@ -83,7 +84,11 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
         LogFormat::Json => logs.json().init(),
     }
 
-    let config = load_config(args.config.as_deref())?;
+    let mut config = load_config(args.config.as_deref())?;
+    args.apply_tls_flags(&mut config.tls);
+    config
+        .validate()
+        .map_err(|e| in_file(args.config.as_deref(), e))?;
     let mut options =
         ServeOptions::from_config(config).map_err(|e| in_file(args.config.as_deref(), e))?;
     options.fanout.server_id = args.server_id.clone();
@@ -95,13 +100,15 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
         signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
     );
     let metrics = cattail_server::admin::install_recorder()?;
+    let tls = ServerTls::from_settings(&options.config.tls, args.insecure_plaintext)?;
     let client = kube::Client::try_from(kube_config(args.kubeconfig.as_deref()).await?)?;
     let grpc = listen(args.listen).with_context(|| format!("binding --listen {}", args.listen))?;
     let admin = TcpListener::bind(args.admin_listen)
         .await
         .with_context(|| format!("binding --admin-listen {}", args.admin_listen))?;
-    tracing::info!(grpc = %grpc.local_addr()?, admin = %admin.local_addr()?, "listening");
+    tracing::info!(grpc = %grpc.local_addr()?, admin = %admin.local_addr()?, tls = tls.is_some(), "listening");
 
+    options.grpc.tls = tls;
     let shutdown = CancellationToken::new();
     tokio::spawn(handle_signals(
         signals,

@@ -132,6 +132,98 @@ fn a_bad_serving_setting_fails_at_start_naming_the_field_and_its_range() {
 }
 
 #[test]
+fn serve_refuses_to_start_without_tls_unless_plaintext_is_asked_for() {
+    let out = cattail()
+        .args([
+            "serve",
+            "--kubeconfig",
+            "/nonexistent",
+            "--listen=127.0.0.1:0",
+        ])
+        .env_remove("CATTAIL_INSECURE_PLAINTEXT")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for part in [
+        "no TLS certificate",
+        "--tls-cert-file",
+        "--tls-key-file",
+        "--insecure-plaintext",
+    ] {
+        assert!(stderr.contains(part), "{part:?} missing from: {stderr}");
+    }
+
+    // With plaintext asked for, TLS is no longer what stops it: the kubeconfig is.
+    let out = cattail()
+        .args([
+            "serve",
+            "--kubeconfig",
+            "/nonexistent",
+            "--listen=127.0.0.1:0",
+        ])
+        .env("CATTAIL_INSECURE_PLAINTEXT", "true")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("no TLS certificate"), "{stderr}");
+    assert!(stderr.contains("/nonexistent"), "{stderr}");
+}
+
+#[test]
+fn bad_tls_settings_fail_at_start_naming_the_file_or_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.yaml");
+    std::fs::write(&config, "tls:\n  max_handshakes: 0\n").unwrap();
+    let missing = dir.path().join("missing.pem");
+    let missing = missing.to_str().unwrap();
+    let garbage = dir.path().join("garbage.pem");
+    std::fs::write(&garbage, "not a certificate\n").unwrap();
+    let garbage = garbage.to_str().unwrap();
+    let cases: [(Vec<&str>, &str); 5] = [
+        (vec!["--tls-cert-file", missing], "tls.key_file"),
+        (
+            vec!["--tls-cert-file", missing, "--tls-key-file", missing],
+            "cannot read the TLS certificate file",
+        ),
+        (
+            vec!["--tls-cert-file", garbage, "--tls-key-file", garbage],
+            "holds no PEM `CERTIFICATE`",
+        ),
+        (
+            vec!["--config", config.to_str().unwrap(), "--insecure-plaintext"],
+            "tls.max_handshakes",
+        ),
+        (
+            vec![
+                "--tls-cert-file",
+                garbage,
+                "--tls-key-file",
+                garbage,
+                "--insecure-plaintext",
+            ],
+            "drop --insecure-plaintext",
+        ),
+    ];
+    for (flags, expected) in cases {
+        let out = cattail()
+            .args([
+                "serve",
+                "--kubeconfig",
+                "/nonexistent",
+                "--listen=127.0.0.1:0",
+            ])
+            .args(&flags)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{flags:?} should fail");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(expected), "{flags:?}: {stderr}");
+    }
+}
+
+#[test]
 fn a_bad_flag_is_a_clear_error() {
     let out = cattail()
         .args(["serve", "--listen", "not-an-address"])
@@ -169,6 +261,7 @@ async fn serve_gets_ready_and_stops_on_sigterm() {
         .arg(env.kubeconfig_path())
         .arg(format!("--listen=127.0.0.1:{grpc}"))
         .arg(format!("--admin-listen=127.0.0.1:{admin}"))
+        .arg("--insecure-plaintext")
         .stderr(Stdio::null())
         .spawn()
         .unwrap();

@@ -244,6 +244,32 @@ fn deployment_agrees_with_the_server_flags() {
         .unwrap();
     assert_eq!(volume.config_map.as_ref().unwrap().name, "cattail-config");
 
+    // TLS is on, from the whole Secret cattail-tls (a subPath mount would never see a
+    // rotation), with the keys cert-manager and `kubectl create secret tls` write.
+    assert!(!serve_args.insecure_plaintext);
+    for (flag, key) in [
+        (serve_args.tls_cert_file.as_ref(), "tls.crt"),
+        (serve_args.tls_key_file.as_ref(), "tls.key"),
+    ] {
+        let flag = flag.expect("the TLS certificate and key flags are set");
+        let mount = container
+            .volume_mounts
+            .iter()
+            .flatten()
+            .find(|m| flag.parent() == Some(Path::new(&m.mount_path)))
+            .unwrap_or_else(|| panic!("{} is not on a mounted volume", flag.display()));
+        assert!(mount.sub_path.is_none(), "the TLS Secret is mounted whole");
+        assert_eq!(flag.file_name().unwrap(), key);
+        let volume = pod
+            .volumes
+            .iter()
+            .flatten()
+            .find(|v| v.name == mount.name)
+            .unwrap();
+        let secret = volume.secret.as_ref().expect("the TLS volume is a Secret");
+        assert_eq!(secret.secret_name.as_deref(), Some("cattail-tls"));
+    }
+
     // Ports, probes and the Service.
     let port = |name: &str| {
         container

@@ -35,8 +35,31 @@ pub enum Error {
     #[error("a subscription has no resource; set one with Subscription::for_resource")]
     MissingResource,
 
-    /// Connecting to an endpoint failed.
-    #[error("cannot connect to {endpoint}: {source}")]
+    /// A credential file cannot be used. Fatal when the client is built; when the token file
+    /// fails at a reconnect (kubelet rewriting it), the next reconnect reads it again.
+    #[error("cannot use the {what} {path}: {reason}")]
+    Credentials {
+        /// Which file, like `token file`.
+        what: &'static str,
+        /// The file.
+        path: std::path::PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// An `https://` endpoint with no CA bundle to verify the server with. Fatal.
+    #[error(
+        "{endpoint} uses TLS but no CA bundle is set: give one with ClientTls::ca_file \
+         (cattail-agent --tls-ca-file)"
+    )]
+    TlsWithoutCa {
+        /// The endpoint.
+        endpoint: String,
+    },
+
+    /// Connecting to an endpoint failed (TCP, TLS or HTTP/2); the message carries every cause,
+    /// like a certificate the CA bundle does not verify.
+    #[error("cannot connect to {endpoint}: {}", causes(source))]
     Connect {
         /// The endpoint.
         endpoint: String,
@@ -45,7 +68,7 @@ pub enum Error {
     },
 
     /// The server refused the stream or ended it with a status.
-    #[error("{endpoint} ended the stream: {code:?}: {message}", code = status.code(), message = status.message())]
+    #[error("{endpoint} ended the stream: {code:?}: {message}{causes}", code = status.code(), message = status.message(), causes = status_causes(status))]
     Status {
         /// The endpoint.
         endpoint: String,
@@ -90,6 +113,7 @@ impl Error {
                 | Error::InvalidEndpoint { .. }
                 | Error::Config(_)
                 | Error::MissingResource
+                | Error::TlsWithoutCa { .. }
         )
     }
 
@@ -115,5 +139,35 @@ impl Error {
             self,
             Error::Status { status, .. } if status.code() == tonic::Code::ResourceExhausted
         )
+    }
+}
+
+/// An error and its sources, joined with `: `, skipping a source whose text its parent holds.
+fn causes(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+/// What lies under a status the client's transport made (a connection reset, say), as
+/// `: cause: cause`; empty for a status the server sent.
+fn status_causes(status: &tonic::Status) -> String {
+    let Some(source) = std::error::Error::source(status) else {
+        return String::new();
+    };
+    let text = causes(source);
+    // tonic's message for a transport failure is its source's first line.
+    match text.strip_prefix(status.message()) {
+        Some("") => String::new(),
+        Some(rest) if rest.starts_with(": ") => rest.to_owned(),
+        _ => format!(": {text}"),
     }
 }

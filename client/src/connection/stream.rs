@@ -43,6 +43,16 @@ pub(crate) async fn run_stream(
         synced: false,
     };
     let hello = session.begin_stream();
+    // Read at every connect: kubelet rewrites a projected token before it expires.
+    let token = match settings
+        .token
+        .as_ref()
+        .map(|token| token.header())
+        .transpose()
+    {
+        Ok(token) => token,
+        Err(error) => return failed(error),
+    };
     let channel = match connect(settings, endpoint).await {
         Ok(channel) => channel,
         Err(error) => return failed(error),
@@ -52,7 +62,10 @@ pub(crate) async fn run_stream(
         .max_decoding_message_size(settings.max_message_bytes)
         .max_encoding_message_size(settings.max_message_bytes);
     let (ack_sender, ack_receiver) = watch::channel(0);
-    let request = outgoing(hello, ack_receiver, settings.ack_interval);
+    let mut request = tonic::Request::new(outgoing(hello, ack_receiver, settings.ack_interval));
+    if let Some(token) = token {
+        request.metadata_mut().insert("authorization", token);
+    }
     let response = tokio::select! {
         response = grpc.watch(request) => response,
         () = events.closed() => return StreamEnd::Dropped,
@@ -133,6 +146,15 @@ async fn connect(settings: &Settings, endpoint: &str) -> Result<tonic::transport
         .connect_timeout(settings.connect_timeout)
         .tcp_nodelay(true)
         .max_frame_size(cattail_proto::AGENT_MAX_FRAME_BYTES);
+    let endpoint_config = match &settings.tls {
+        Some(tls) if endpoint.starts_with("https://") => endpoint_config
+            .tls_config(tls.config())
+            .map_err(|source| Error::Connect {
+            endpoint: endpoint.to_owned(),
+            source,
+        })?,
+        _ => endpoint_config,
+    };
     #[cfg(test)]
     if let Some(connector) = super::tests::memory::connector(endpoint) {
         return endpoint_config

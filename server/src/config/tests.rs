@@ -485,3 +485,49 @@ fn the_auth_section_refuses_what_it_cannot_honour() {
         &["auth.tokens.service_accounts", "at most 1024"],
     );
 }
+
+#[test]
+fn tls_settings_parse_and_bad_ones_name_the_field() {
+    let config = ServerConfig::from_yaml_str(
+        "tls:\n  cert_file: /tls/tls.crt\n  key_file: /tls/tls.key\n  client_ca_file: /tls/ca.crt\n  \
+         handshake_timeout: 3s\n  max_handshakes: 10\n  reload_interval: 1m\n",
+    )
+    .unwrap();
+    assert!(config.tls.is_enabled());
+    assert!(
+        config.tls.client_certificate_required(),
+        "required with a CA by default"
+    );
+    assert_eq!(config.tls.handshake_timeout, Duration::from_secs(3));
+    assert_eq!(config.tls.max_handshakes, 10);
+    assert_eq!(config.tls.reload_interval, Duration::from_secs(60));
+    let optional = ServerConfig::from_yaml_str(
+        "tls:\n  cert_file: a\n  key_file: b\n  client_ca_file: c\n  require_client_certificate: false\n",
+    )
+    .unwrap();
+    assert!(!optional.tls.client_certificate_required());
+    let defaults = TlsConfig::default();
+    assert!(!defaults.is_enabled());
+    assert_eq!(defaults.handshake_timeout, Duration::from_secs(10));
+    assert_eq!(defaults.max_handshakes, 1024);
+
+    for (yaml, field) in [
+        ("tls:\n  cert_file: a\n", "tls.key_file"),
+        ("tls:\n  key_file: a\n", "tls.cert_file"),
+        ("tls:\n  client_ca_file: a\n", "tls.client_ca_file"),
+        (
+            "tls:\n  cert_file: a\n  key_file: b\n  require_client_certificate: true\n",
+            "tls.require_client_certificate",
+        ),
+        ("tls:\n  max_handshakes: 0\n", "tls.max_handshakes"),
+        ("tls:\n  handshake_timeout: 0s\n", "tls.handshake_timeout"),
+        ("tls:\n  reload_interval: 0s\n", "tls.reload_interval"),
+        (
+            "tls:\n  handshake_timeout: soon\n",
+            "\"soon\" is not a duration",
+        ),
+        ("tls:\n  certfile: a\n", "certfile"),
+    ] {
+        assert_mentions(&rejected(yaml), &[field]);
+    }
+}

@@ -145,6 +145,7 @@ where
         );
         // The credentials are needed only here: the stream keeps nothing of them.
         let peer = std::mem::take(&mut self.peer);
+        tracing::debug!(peer = ?peer, "the agent's credentials");
         if let Some(admission) = self.hub.admission().cloned() {
             let request = agent.admission_request(self.hub.resources());
             // Boxed: the stream's future keeps no room for a check that runs once.

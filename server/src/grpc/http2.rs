@@ -20,6 +20,7 @@ mod headers;
 mod health;
 mod hpack;
 mod inbound;
+mod io;
 mod outbox;
 mod request;
 mod stream;
@@ -40,6 +41,7 @@ use crate::fanout::Hub;
 use crate::grpc::framing::InboundBudget;
 
 use super::GrpcConfig;
+use io::Io;
 
 /// After a failed accept (out of file descriptors, say), wait this long before the next.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
@@ -120,12 +122,41 @@ pub(super) async fn serve(
             tracing::debug!(%error, "cannot set TCP_NODELAY");
         }
         let span = tracing::debug_span!("http2", %peer);
-        let connection = connection::Connection::new(socket, peer, services.clone());
-        connections.spawn(connection.instrument(span));
+        let Some(tls) = &services.config.tls else {
+            let connection =
+                connection::Connection::new(Io::Plain(socket), peer, None, services.clone());
+            connections.spawn(connection.instrument(span));
+            continue;
+        };
+        // Over the cap of handshakes in flight, the socket is closed here, at once.
+        let Some(handshake) = tls.admit(peer) else {
+            continue;
+        };
+        connections.spawn(
+            handshake_then_serve(handshake, socket, peer, services.clone()).instrument(span),
+        );
     }
     drop(listener);
     connections.close();
     connections.wait().await;
+}
+
+/// The TLS handshake, in the connection's own task so the accept loop never waits on it, then
+/// the connection. Shutdown ends a handshake at once.
+async fn handshake_then_serve(
+    handshake: crate::tls::Handshake,
+    socket: tokio::net::TcpStream,
+    peer: std::net::SocketAddr,
+    services: Arc<Services>,
+) {
+    let accepted = tokio::select! {
+        accepted = handshake.accept(socket) => accepted,
+        () = services.shutdown.cancelled() => return,
+    };
+    if let Some(accepted) = accepted {
+        let io = Io::Tls(Box::new(accepted.stream));
+        connection::Connection::new(io, peer, accepted.certificate, services).await;
+    }
 }
 
 /// Logs a call refused before it started.

@@ -27,6 +27,7 @@ use crate::fanout::{AgentSender, Authorization, Hub, Peer};
 
 use super::body::WatchBody;
 use super::framing::InboundBudget;
+use super::incoming::TlsConnectInfo;
 use super::request_body::RequestMessages;
 
 /// The header that names a request's message compression.
@@ -96,12 +97,15 @@ impl SyncService {
         // `max_hello_bytes` bounds the whole `AgentMessage` (PROTOCOL.md section 9).
         let max_decoding = config.max_hello_bytes as usize;
         let max_message = config.max_message_bytes as usize;
+        let tls = request.extensions().get::<TlsConnectInfo>();
         let peer = Peer {
-            address: request
-                .extensions()
-                .get::<TcpConnectInfo>()
-                .and_then(TcpConnectInfo::remote_addr),
-            certificate: None,
+            address: tls.map(|tls| tls.remote_addr).or_else(|| {
+                request
+                    .extensions()
+                    .get::<TcpConnectInfo>()
+                    .and_then(TcpConnectInfo::remote_addr)
+            }),
+            certificate: tls.and_then(|tls| tls.certificate.clone()),
             authorization: request
                 .headers()
                 .get(http::header::AUTHORIZATION)

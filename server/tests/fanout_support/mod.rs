@@ -140,21 +140,26 @@ impl TestServer {
         in_sync: bool,
         transport: Transport,
     ) -> Self {
+        let grpc = GrpcConfig {
+            transport,
+            ..GrpcConfig::default()
+        };
+        Self::start_with_grpc(config, in_sync, grpc).await
+    }
+
+    /// A server with gRPC settings of its own (TLS, say).
+    pub(crate) async fn start_with_grpc(
+        config: FanoutConfig,
+        in_sync: bool,
+        grpc: GrpcConfig,
+    ) -> Self {
         let store = Store::new([pods(), namespaces()]);
         let hub = Hub::new(config, store.snapshot(), infos());
         hub.set_in_sync(in_sync);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let shutdown = CancellationToken::new();
-        let task = tokio::spawn(grpc::serve(
-            listener,
-            hub.clone(),
-            GrpcConfig {
-                transport,
-                ..GrpcConfig::default()
-            },
-            shutdown.clone(),
-        ));
+        let task = tokio::spawn(grpc::serve(listener, hub.clone(), grpc, shutdown.clone()));
         Self {
             addr,
             hub,

@@ -2,10 +2,11 @@
 //! a [`Client`] and its subscriptions here, in one place.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
-use cattail_client::{Client, Subscription};
+use cattail_client::{Client, ClientTls, Subscription, TokenFile};
 use clap::{Parser, Subcommand};
 
 /// The resources of the default network-agent profile, subscribed when none are given.
@@ -73,6 +74,28 @@ pub(crate) struct StreamArgs {
     /// The largest message accepted from the server, in bytes.
     #[arg(long, env = "CATTAIL_MAX_MESSAGE_BYTES", default_value_t = 16 << 20)]
     pub(crate) max_message_bytes: usize,
+
+    /// CA bundle (PEM) that verifies the server's certificate; needed for https:// servers.
+    #[arg(long, env = "CATTAIL_TLS_CA_FILE")]
+    pub(crate) tls_ca_file: Option<PathBuf>,
+
+    /// Client certificate (PEM) for servers that verify agents by certificate; needs
+    /// --tls-key-file.
+    #[arg(long, env = "CATTAIL_TLS_CERT_FILE", requires = "tls_key_file")]
+    pub(crate) tls_cert_file: Option<PathBuf>,
+
+    /// The private key (PEM) of --tls-cert-file.
+    #[arg(long, env = "CATTAIL_TLS_KEY_FILE", requires = "tls_cert_file")]
+    pub(crate) tls_key_file: Option<PathBuf>,
+
+    /// The name the server's certificate must carry, if not the --server host.
+    #[arg(long, env = "CATTAIL_TLS_SERVER_NAME")]
+    pub(crate) tls_server_name: Option<String>,
+
+    /// A file holding a bearer token (a projected ServiceAccount token), sent on every
+    /// stream and read again before every reconnect.
+    #[arg(long, env = "CATTAIL_TOKEN_FILE")]
+    pub(crate) token_file: Option<PathBuf>,
 }
 
 /// `cattail-agent dump`.
@@ -103,7 +126,10 @@ pub(crate) struct RunArgs {
 
 impl StreamArgs {
     /// The client these arguments describe.
-    pub(crate) fn client(&self) -> Client {
+    ///
+    /// # Errors
+    /// A TLS or token file that cannot be used, by name.
+    pub(crate) fn client(&self) -> anyhow::Result<Client> {
         let node = self.node.clone().unwrap_or_default();
         let agent_id = self
             .agent_id
@@ -111,11 +137,33 @@ impl StreamArgs {
             .filter(|id| !id.is_empty())
             .or_else(|| self.node.clone().filter(|node| !node.is_empty()))
             .unwrap_or_else(|| "cattail-agent".to_owned());
-        Client::new(&self.servers)
+        let mut client = Client::new(&self.servers)
             .agent_id(agent_id)
             .node_name(node)
             .agent_version(concat!("cattail-agent/", env!("CARGO_PKG_VERSION")))
-            .max_message_bytes(self.max_message_bytes)
+            .max_message_bytes(self.max_message_bytes);
+        let tls_set = self.tls_ca_file.is_some()
+            || self.tls_cert_file.is_some()
+            || self.tls_server_name.is_some();
+        if tls_set {
+            let mut tls = ClientTls::new();
+            if let Some(ca) = &self.tls_ca_file {
+                tls = tls.ca_file(ca).context("--tls-ca-file")?;
+            }
+            if let (Some(cert), Some(key)) = (&self.tls_cert_file, &self.tls_key_file) {
+                tls = tls
+                    .identity_files(cert, key)
+                    .context("--tls-cert-file, --tls-key-file")?;
+            }
+            if let Some(name) = &self.tls_server_name {
+                tls = tls.server_name(name);
+            }
+            client = client.tls(tls);
+        }
+        if let Some(path) = &self.token_file {
+            client = client.token_file(TokenFile::new(path).context("--token-file")?);
+        }
+        Ok(client)
     }
 
     /// The subscriptions, in the order given, without duplicates.
@@ -183,7 +231,7 @@ mod tests {
             panic!("not dump")
         };
         assert_eq!(dump.timeout, Duration::from_secs(5));
-        let client = dump.stream.client();
+        let client = dump.stream.client().unwrap();
         assert_eq!(client.endpoint_list(), ["http://a:1", "http://b:2"]);
         let subscriptions = dump.stream.subscriptions().unwrap();
         let described: Vec<(String, bool)> = subscriptions
@@ -229,6 +277,57 @@ mod tests {
         assert!(
             Args::try_parse_from(["cattail-agent", "dump"]).is_err(),
             "--server is required"
+        );
+    }
+
+    #[test]
+    fn tls_and_token_flags_build_a_client_or_name_the_bad_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let token = dir.path().join("token");
+        std::fs::write(&token, "abc").unwrap();
+        let token = token.to_str().unwrap();
+        let args = parse(&[
+            "cattail-agent",
+            "dump",
+            "--server",
+            "https://a:1",
+            "--token-file",
+            token,
+            "--tls-server-name",
+            "cattail.cattail-system.svc",
+        ]);
+        let client = stream(&args).client().unwrap();
+        let described = format!("{client:?}");
+        assert!(
+            described.contains("tls: true") && described.contains(token),
+            "{described}"
+        );
+
+        let missing = dir.path().join("missing-ca.crt");
+        let args = parse(&[
+            "cattail-agent",
+            "dump",
+            "--server",
+            "https://a:1",
+            "--tls-ca-file",
+            missing.to_str().unwrap(),
+        ]);
+        let error = format!("{:#}", stream(&args).client().unwrap_err());
+        assert!(
+            error.contains("--tls-ca-file") && error.contains("missing-ca.crt"),
+            "{error}"
+        );
+        assert!(
+            Args::try_parse_from([
+                "cattail-agent",
+                "dump",
+                "--server",
+                "a:1",
+                "--tls-cert-file",
+                "c"
+            ])
+            .is_err(),
+            "a client certificate needs its key"
         );
     }
 }

@@ -65,7 +65,7 @@ impl Snapshot {
 
 pub(crate) async fn dump(args: DumpArgs) -> anyhow::Result<()> {
     let subscriptions = args.stream.subscriptions()?;
-    let client = args.stream.client();
+    let client = args.stream.client()?;
     let mut events = client.subscribe(&subscriptions)?;
     let mut snapshot = Snapshot::default();
     let mut last_error = None;

@@ -77,7 +77,7 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
         .install()
         .with_context(|| format!("cannot serve metrics on {}", args.metrics_listen))?;
     describe_metrics();
-    let client = args.stream.client();
+    let client = args.stream.client()?;
     let mut events = client.subscribe(&subscriptions)?;
     let shutdown = CancellationToken::new();
     tokio::spawn(stop_on_signal(shutdown.clone()).instrument(tracing::info_span!("signals")));

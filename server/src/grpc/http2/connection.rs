@@ -1,4 +1,4 @@
-//! [`Connection`]: one agent's TCP connection, as one future: it reads and answers frames, runs
+//! [`Connection`]: one agent's connection (TCP, or TLS over it), as one future: it reads and answers frames, runs
 //! its streams (and so their senders), and writes everything ready in one vectored write.
 //!
 //! Per connection there is one task, a read buffer that grows only while a large frame is
@@ -15,14 +15,13 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::{Buf, BytesMut};
-use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::time::{Instant, Sleep};
 use tokio_util::sync::WaitForCancellationFutureOwned;
 use tonic::Status;
 use tracing::Instrument;
 
-use crate::fanout::{AgentSender, Authorization, Peer};
+use crate::fanout::{AgentSender, Authorization, Peer, PeerCertificate};
 
 use super::Services;
 use super::closed::{Closed, ClosedStreams};
@@ -30,6 +29,7 @@ use super::frame::{self, Frame, FrameError, Head, Reason, flag, kind, setting};
 use super::headers::{self, HeaderDecoder};
 use super::health::HealthCall;
 use super::inbound::Mailbox;
+use super::io::Io;
 use super::outbox::Outbox;
 use super::request::RequestHead;
 use super::stream::{self, Call, SendContext, Stream, WatchCall};
@@ -108,8 +108,10 @@ struct Header {
 
 /// One HTTP/2 connection.
 pub(super) struct Connection {
-    io: TcpStream,
+    io: Io,
     peer: SocketAddr,
+    /// The client certificate the TLS handshake verified, for every Watch call's [`Peer`].
+    certificate: Option<Arc<PeerCertificate>>,
     services: Arc<Services>,
     phase: Phase,
     read: BytesMut,
@@ -168,7 +170,12 @@ impl Drop for ConnectionGauge {
 }
 
 impl Connection {
-    pub(super) fn new(io: TcpStream, peer: SocketAddr, services: Arc<Services>) -> Self {
+    pub(super) fn new(
+        io: Io,
+        peer: SocketAddr,
+        certificate: Option<Arc<PeerCertificate>>,
+        services: Arc<Services>,
+    ) -> Self {
         let config = &services.config;
         let mut outbox = Outbox::default();
         let max_streams = config.max_concurrent_streams;
@@ -197,6 +204,7 @@ impl Connection {
         Self {
             io,
             peer,
+            certificate,
             phase: Phase::Preface,
             read: BytesMut::new(),
             outbox,
@@ -731,7 +739,7 @@ impl Connection {
         let (outbound, queue) = mpsc::channel(services.config.queue.max(1));
         let peer = Peer {
             address: Some(self.peer),
-            certificate: None,
+            certificate: self.certificate.clone(),
             authorization,
         };
         let sender = AgentSender::new(

@@ -286,7 +286,7 @@ async fn run_connection(steps: &[Step]) -> Vec<u8> {
         shutdown: CancellationToken::new(),
         config,
     });
-    let server = Connection::new(socket, peer, services);
+    let server = Connection::new(super::io::Io::Plain(socket), peer, None, services);
     let (mut read, mut write) = client.into_split();
     let writer = async move {
         for step in steps {

@@ -33,6 +33,9 @@ pub(super) struct Outbox {
     scratch: BytesMut,
     /// Everything not yet written: the segments and the scratch.
     len: usize,
+    /// Bytes went to the writer since it was last flushed: a TLS stream may hold records it
+    /// could not send yet, which only a flush pushes out.
+    unflushed: bool,
 }
 
 impl Outbox {
@@ -41,8 +44,9 @@ impl Outbox {
         self.len
     }
 
+    /// Whether nothing waits to be written, here or in the writer's own buffer.
     pub(super) fn is_empty(&self) -> bool {
-        self.len == 0
+        self.len == 0 && !self.unflushed
     }
 
     /// Queues `frame`, copied. The bytes counted are those written.
@@ -105,7 +109,17 @@ impl Outbox {
                 Poll::Ready(Err(error)) => return Poll::Ready(Err(error)),
                 Poll::Pending => return Poll::Pending,
             };
+            self.unflushed = true;
             self.consume(written);
+        }
+        if self.unflushed {
+            // A no-op on TCP; under TLS it sends the records rustls still holds (at most its
+            // 64 KiB buffer limit), or registers for when the socket can take them.
+            match Pin::new(&mut *io).poll_flush(cx) {
+                Poll::Ready(Ok(())) => self.unflushed = false,
+                Poll::Ready(Err(error)) => return Poll::Ready(Err(error)),
+                Poll::Pending => return Poll::Pending,
+            }
         }
         if self.scratch.capacity() > KEEP_SCRATCH_BYTES {
             self.scratch = BytesMut::new();
@@ -147,6 +161,10 @@ mod tests {
         written: Vec<u8>,
         calls: usize,
         pending_every: Option<usize>,
+        /// Flushes that return `Pending` before one succeeds, like a TLS stream holding
+        /// records the socket cannot take yet.
+        pending_flushes: usize,
+        flushes: usize,
     }
 
     impl AsyncWrite for Trickle {
@@ -188,7 +206,15 @@ mod tests {
             true
         }
 
-        fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        fn poll_flush(
+            mut self: Pin<&mut Self>,
+            _cx: &mut Context<'_>,
+        ) -> Poll<std::io::Result<()>> {
+            self.flushes += 1;
+            if self.pending_flushes > 0 {
+                self.pending_flushes -= 1;
+                return Poll::Pending;
+            }
             Poll::Ready(Ok(()))
         }
 
@@ -224,6 +250,28 @@ mod tests {
         while outbox.poll_flush(&mut io, &mut cx).is_pending() {}
         assert_eq!(io.written, expected);
         assert!(outbox.is_empty());
+    }
+
+    #[test]
+    fn bytes_a_writer_buffers_keep_the_outbox_busy_until_flushed() {
+        let mut outbox = Outbox::default();
+        outbox.copy(b"record");
+        let mut io = Trickle {
+            step: usize::MAX,
+            pending_flushes: 2,
+            ..Trickle::default()
+        };
+        let mut cx = Context::from_waker(noop_waker_ref());
+        assert!(outbox.poll_flush(&mut io, &mut cx).is_pending());
+        assert_eq!(outbox.len(), 0);
+        assert!(!outbox.is_empty(), "the writer still holds bytes to send");
+        assert!(outbox.poll_flush(&mut io, &mut cx).is_pending());
+        assert!(outbox.poll_flush(&mut io, &mut cx).is_ready());
+        assert!(outbox.is_empty());
+        assert_eq!((io.written.as_slice(), io.flushes), (&b"record"[..], 3));
+        // Nothing written since: no flush.
+        assert!(outbox.poll_flush(&mut io, &mut cx).is_ready());
+        assert_eq!(io.flushes, 3);
     }
 
     #[test]
