@@ -2,18 +2,15 @@
 
 use metrics::{counter, describe_counter};
 
-/// Agents refused, by `reason`. The TLS layer counts its refusals here too.
-pub const AUTH_FAILURES: &str = "cattail_auth_failures_total";
+/// Agents refused, by `reason`: the TLS layer's counter (described there), which admission
+/// adds its reasons to.
+pub use crate::tls::AUTH_FAILURES;
 /// Token lookups, by `result`: `authenticated`, `rejected`, `error` (a TokenReview sent),
 /// `cached` (a kept answer) and `shared` (joined a review in flight).
 pub const TOKEN_REVIEWS: &str = "cattail_token_reviews_total";
 
 /// Describes the metrics to the installed recorder. Idempotent.
 pub fn describe_metrics() {
-    describe_counter!(
-        AUTH_FAILURES,
-        "Agents refused by authentication or authorization, by reason."
-    );
     describe_counter!(
         TOKEN_REVIEWS,
         "Token lookups by result: TokenReviews sent (authenticated, rejected, error), cached \
