@@ -140,7 +140,7 @@ impl Drop for MessageReader {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use cattail_proto::pb::agent_message::Message;
     use cattail_proto::pb::{Ack, Hello};
 
@@ -150,7 +150,8 @@ mod tests {
         Arc::new(InboundBudget::new(usize::MAX))
     }
 
-    fn framed(message: &AgentMessage) -> Vec<u8> {
+    /// `message` with its gRPC length prefix, uncompressed.
+    pub(crate) fn framed(message: &AgentMessage) -> Vec<u8> {
         let body = message.encode_to_vec();
         let mut out = vec![0];
         out.extend_from_slice(&(body.len() as u32).to_be_bytes());
@@ -158,7 +159,8 @@ mod tests {
         out
     }
 
-    fn hello() -> AgentMessage {
+    /// A minimal Hello message.
+    pub(crate) fn hello() -> AgentMessage {
         AgentMessage {
             message: Some(Message::Hello(Hello {
                 agent_id: "a".into(),
@@ -167,7 +169,8 @@ mod tests {
         }
     }
 
-    fn ack(revision: u64) -> AgentMessage {
+    /// An Ack message.
+    pub(crate) fn ack(revision: u64) -> AgentMessage {
         AgentMessage {
             message: Some(Message::Ack(Ack { revision })),
         }

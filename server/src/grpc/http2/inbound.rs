@@ -164,26 +164,12 @@ fn lock(shared: &Mutex<Slots>) -> MutexGuard<'_, Slots> {
 
 #[cfg(test)]
 mod tests {
-    use cattail_proto::pb::Hello;
     use futures::FutureExt;
     use futures::StreamExt;
 
     use super::*;
 
-    fn hello() -> AgentMessage {
-        AgentMessage {
-            message: Some(Message::Hello(Hello {
-                agent_id: "a".into(),
-                ..Hello::default()
-            })),
-        }
-    }
-
-    fn ack(revision: u64) -> AgentMessage {
-        AgentMessage {
-            message: Some(Message::Ack(Ack { revision })),
-        }
-    }
+    use crate::grpc::framing::tests::{ack, hello};
 
     #[test]
     fn the_mailbox_keeps_the_first_message_the_newest_ack_and_what_ends_the_stream() {

@@ -27,13 +27,7 @@ fn put(out: &mut Vec<u8>, kind: u8, flags: u8, stream: u32, payload: &[u8]) {
     out.extend_from_slice(payload);
 }
 
-fn grpc(message: &AgentMessage) -> Vec<u8> {
-    let body = message.encode_to_vec();
-    let mut out = vec![0];
-    out.extend_from_slice(&(body.len() as u32).to_be_bytes());
-    out.extend_from_slice(&body);
-    out
-}
+use crate::grpc::framing::tests::framed as grpc;
 
 fn hello() -> AgentMessage {
     AgentMessage {
