@@ -16,6 +16,25 @@ fn cattail() -> Command {
     Command::new(env!("CARGO_BIN_EXE_cattail"))
 }
 
+/// Both `check-config` and `serve` refuse the config file at `path`, saying `says`.
+fn refused_at_start(path: &std::path::Path, says: &str) {
+    let text = std::fs::read_to_string(path).unwrap();
+    for args in [
+        vec!["check-config"],
+        vec!["serve", "--kubeconfig", "/nonexistent"],
+    ] {
+        let out = cattail()
+            .args(&args)
+            .arg("--config")
+            .arg(path)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} {text:?} should fail");
+        assert!(stderr.contains(says), "{args:?} {text:?}: {stderr}");
+    }
+}
+
 #[test]
 fn a_bad_config_fails_at_start_naming_the_field() {
     let dir = tempfile::tempdir().unwrap();
@@ -25,20 +44,7 @@ fn a_bad_config_fails_at_start_naming_the_field() {
         "resources:\n  - resource: v1/pods\n    fields: [\"spec..nodeName\"]\n",
     )
     .unwrap();
-    for args in [
-        vec!["check-config"],
-        vec!["serve", "--kubeconfig", "/nonexistent"],
-    ] {
-        let out = cattail()
-            .args(&args)
-            .arg("--config")
-            .arg(&path)
-            .output()
-            .unwrap();
-        assert!(!out.status.success(), "{args:?} should fail");
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(stderr.contains("resources[0].fields"), "{args:?}: {stderr}");
-    }
+    refused_at_start(&path, "resources[0].fields");
     std::fs::write(
         &path,
         "resources:\n  - resource: v1/pods\n    colour: blue\n",
@@ -91,20 +97,7 @@ fn a_bad_serving_setting_fails_at_start_naming_the_field_and_its_range() {
     ];
     for (yaml, says) in cases {
         std::fs::write(&path, yaml).unwrap();
-        for args in [
-            vec!["check-config"],
-            vec!["serve", "--kubeconfig", "/nonexistent"],
-        ] {
-            let out = cattail()
-                .args(&args)
-                .arg("--config")
-                .arg(&path)
-                .output()
-                .unwrap();
-            let stderr = String::from_utf8_lossy(&out.stderr);
-            assert!(!out.status.success(), "{args:?} {yaml:?} should fail");
-            assert!(stderr.contains(says), "{args:?} {yaml:?}: {stderr}");
-        }
+        refused_at_start(&path, says);
     }
     // Good values load, and print back as set.
     std::fs::write(
