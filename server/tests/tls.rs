@@ -23,6 +23,7 @@ use futures::StreamExt;
 use tls_support::*;
 
 on_both_transports!(
+    client_certificates_pass_admission_only_when_their_names_are_allowed,
     an_agent_syncs_over_tls_and_its_client_certificate_reaches_the_server,
     bad_client_certificates_are_refused_counted_and_logged,
     a_plaintext_client_on_the_tls_port_is_closed_and_the_server_stays_up,
@@ -125,6 +126,48 @@ async fn first_error(events: &mut EventStream) -> ClientError {
         Ok(None) => panic!("the stream ended without an error"),
         Err(_) => panic!("no error in time"),
     }
+}
+
+/// mTLS identity end to end: the verified client certificate's names reach admission, which
+/// admits a common name on its allowlist and refuses another one from the same trusted CA.
+async fn client_certificates_pass_admission_only_when_their_names_are_allowed(
+    transport: Transport,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let (server_ca, client_ca) = (Ca::new("server-ca"), Ca::new("client-ca"));
+    let server = tls_server(transport, dir.path(), &server_ca, Some(&client_ca), |_| {}).await;
+    let allowed = format!("agent-allowed-{transport}");
+    let config = cattail_server::config::ServerConfig::from_yaml_str(&format!(
+        "resources:\n  - resource: v1/pods\n    scope: spec.nodeName\n  - resource: \
+         v1/namespaces\nauth:\n  certificates:\n    common_names: [{allowed}]\n"
+    ))
+    .unwrap();
+    // Certificate identities never call the API server: this client is never used.
+    let unused =
+        kube::Client::try_from(kube::Config::new("https://127.0.0.1:1".parse().unwrap())).unwrap();
+    let authenticator = cattail_server::auth::Authenticator::new(&config.auth, unused).unwrap();
+    let admission: std::sync::Arc<dyn cattail_server::fanout::Admission> =
+        std::sync::Arc::new(authenticator);
+    let _hub = server.hub.clone().with_admission(admission);
+    let client_for = |name: &str| {
+        let (cert, key) = client_ca.client(name, false).write(dir.path(), name);
+        ClientTls::new()
+            .ca_file(ca_file(dir.path(), &server_ca, "ca"))
+            .unwrap()
+            .identity_files(cert, key)
+            .unwrap()
+    };
+
+    let mut admitted = agent(&server, "https", Some(client_for(&allowed)));
+    assert_eq!(until_synced(&mut admitted).await, ["p1"]);
+
+    let mut refused = agent(&server, "https", Some(client_for("agent-unknown")));
+    let error = first_error(&mut refused).await.to_string();
+    assert!(error.contains("PermissionDenied"), "{error}");
+    assert!(
+        error.contains("agent-unknown"),
+        "the refusal names the certificate: {error}"
+    );
 }
 
 /// Waits until `done`, or fails after [`WAIT`].
