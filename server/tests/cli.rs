@@ -16,6 +16,16 @@ fn cattail() -> Command {
     Command::new(env!("CARGO_BIN_EXE_cattail"))
 }
 
+/// `cattail check-config --config path`.
+fn check_config(path: &std::path::Path) -> std::process::Output {
+    cattail()
+        .arg("check-config")
+        .arg("--config")
+        .arg(path)
+        .output()
+        .unwrap()
+}
+
 /// Both `check-config` and `serve` refuse the config file at `path`, saying `says`.
 fn refused_at_start(path: &std::path::Path, says: &str) {
     let text = std::fs::read_to_string(path).unwrap();
@@ -50,12 +60,7 @@ fn a_bad_config_fails_at_start_naming_the_field() {
         "resources:\n  - resource: v1/pods\n    colour: blue\n",
     )
     .unwrap();
-    let out = cattail()
-        .arg("check-config")
-        .arg("--config")
-        .arg(&path)
-        .output()
-        .unwrap();
+    let out = check_config(&path);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("colour"));
 
@@ -63,12 +68,7 @@ fn a_bad_config_fails_at_start_naming_the_field() {
     let out = cattail().arg("check-config").output().unwrap();
     assert!(out.status.success());
     std::fs::write(&path, &out.stdout).unwrap();
-    let again = cattail()
-        .arg("check-config")
-        .arg("--config")
-        .arg(&path)
-        .output()
-        .unwrap();
+    let again = check_config(&path);
     assert_eq!(again.stdout, out.stdout);
 }
 
@@ -105,12 +105,7 @@ fn a_bad_serving_setting_fails_at_start_naming_the_field_and_its_range() {
         "fanout:\n  write_timeout: 45s\n  zstd_level: 5\ngrpc:\n  keepalive_interval: off\n  queue: 2\nwatch:\n  page_size: 250\n",
     )
     .unwrap();
-    let out = cattail()
-        .arg("check-config")
-        .arg("--config")
-        .arg(&path)
-        .output()
-        .unwrap();
+    let out = check_config(&path);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{out:?}");
     for line in [

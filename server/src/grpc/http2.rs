@@ -81,6 +81,24 @@ struct Services {
     max_message_bytes: usize,
 }
 
+impl Services {
+    /// What every connection of a transport serving `hub` with `config` shares.
+    fn new(hub: Hub, config: GrpcConfig, shutdown: CancellationToken) -> Self {
+        let fanout = hub.config();
+        Self {
+            // `max_hello_bytes` bounds the whole `AgentMessage`, the size an agent's gRPC stack
+            // sees (PROTOCOL.md section 9), so the limit a refusal quotes is the one `Welcome`
+            // announces.
+            max_inbound_bytes: fanout.max_hello_bytes as usize,
+            inbound_budget: Arc::new(InboundBudget::for_messages(fanout.max_hello_bytes as usize)),
+            max_message_bytes: fanout.max_message_bytes as usize,
+            hub,
+            shutdown,
+            config,
+        }
+    }
+}
+
 /// Serves until `shutdown`, then waits for every connection to finish: each stream ends with
 /// its status, and each connection with a GOAWAY.
 pub(super) async fn serve(
@@ -90,17 +108,7 @@ pub(super) async fn serve(
     shutdown: CancellationToken,
 ) {
     describe_metrics();
-    let fanout = hub.config();
-    let services = Arc::new(Services {
-        // `max_hello_bytes` bounds the whole `AgentMessage`, the size an agent's gRPC stack sees
-        // (PROTOCOL.md section 9), so the limit a refusal quotes is the one `Welcome` announces.
-        max_inbound_bytes: fanout.max_hello_bytes as usize,
-        inbound_budget: Arc::new(InboundBudget::for_messages(fanout.max_hello_bytes as usize)),
-        max_message_bytes: fanout.max_message_bytes as usize,
-        hub,
-        shutdown: shutdown.clone(),
-        config,
-    });
+    let services = Arc::new(Services::new(hub, config, shutdown.clone()));
     let connections = TaskTracker::new();
     loop {
         let accepted = tokio::select! {

@@ -276,16 +276,7 @@ async fn run_connection(steps: &[Step]) -> Vec<u8> {
         http2_keepalive_timeout: Some(Duration::from_secs(10)),
         ..GrpcConfig::default()
     };
-    let hub = hub();
-    let fanout = hub.config();
-    let services = Arc::new(Services {
-        max_inbound_bytes: fanout.max_hello_bytes as usize,
-        inbound_budget: Arc::new(InboundBudget::for_messages(fanout.max_hello_bytes as usize)),
-        max_message_bytes: fanout.max_message_bytes as usize,
-        hub,
-        shutdown: CancellationToken::new(),
-        config,
-    });
+    let services = Arc::new(Services::new(hub(), config, CancellationToken::new()));
     let server = Connection::new(super::io::Io::Plain(socket), peer, None, services);
     let (mut read, mut write) = client.into_split();
     let writer = async move {
