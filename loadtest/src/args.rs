@@ -88,6 +88,10 @@ pub(crate) struct RunArgs {
     /// to compare the two in otherwise equal runs.
     #[arg(long, value_enum, default_value_t = GrpcTransport::Native, env = "CATTAIL_GRPC_TRANSPORT")]
     pub(crate) grpc_transport: GrpcTransport,
+    /// Plan the churn from this seed (each of the three windows gets its own seed derived from
+    /// it); without one, a fresh seed. The report gives every window's seed.
+    #[arg(long)]
+    pub(crate) churn_seed: Option<u64>,
 }
 
 #[derive(Debug, Args)]
@@ -133,6 +137,10 @@ pub(crate) struct ChurnArgs {
     /// Stop after this many writes.
     #[arg(long, default_value_t = 10_000_000)]
     pub(crate) max_writes: u64,
+    /// Plan the writes from this seed (the report gives each run's): the same seed repeats a
+    /// run's writes exactly; without one, a fresh seed writes values never written before.
+    #[arg(long)]
+    pub(crate) seed: Option<u64>,
 }
 
 #[derive(Debug, Args)]

@@ -80,6 +80,7 @@ async fn run(duration: Duration, agents: u32) -> anyhow::Result<()> {
             duration,
             max_writes: u64::MAX,
         },
+        churn::fresh_seed(),
     );
     tokio::pin!(churn);
     let mut tick = tokio::time::interval(Duration::from_secs(1));

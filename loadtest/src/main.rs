@@ -40,7 +40,8 @@ async fn main() -> anyhow::Result<()> {
                 duration: args.duration,
                 max_writes: args.max_writes,
             };
-            let report = churn::churn(&client, &scenario, limits).await;
+            let seed = args.seed.unwrap_or_else(churn::fresh_seed);
+            let report = churn::churn(&client, &scenario, limits, seed).await;
             println!("{}", serde_json::to_string_pretty(&report)?);
         }
         Command::Agents(args) => {
@@ -70,6 +71,7 @@ async fn main() -> anyhow::Result<()> {
                 direct_agents: args.direct_agents.unwrap_or(scenario.agents.min(500)),
                 probes: args.probes,
                 transport: args.grpc_transport,
+                churn_seed: args.churn_seed.unwrap_or_else(churn::fresh_seed),
             })
             .await?;
             println!("{}", report.markdown(scenario.agents));

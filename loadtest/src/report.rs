@@ -226,10 +226,14 @@ impl Report {
         );
         let _ = writeln!(
             m,
-            "| churn | {} writes in {:.1} s ({} errors); {:.0} updates deduplicated |",
+            "| churn (seed {}) | {} writes in {:.1} s ({} errors); {} changed the projection, {:.0} updates deduplicated |",
+            self.churn.seed,
             self.churn.total(),
             self.churn.seconds,
             self.churn.errors,
+            self.churn
+                .projection_changes
+                .map_or_else(|| "unknown".to_owned(), |c| c.to_string()),
             self.deduplicated
         );
         let _ = writeln!(

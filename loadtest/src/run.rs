@@ -42,6 +42,8 @@ pub struct RunConfig {
     pub probes: u32,
     /// The server's HTTP/2 implementation.
     pub transport: GrpcTransport,
+    /// The churn's seed: each window plans its writes from a seed derived from it.
+    pub churn_seed: u64,
 }
 
 /// Agents per child process: each agent holds about two descriptors, under the 20,000 limit.
@@ -109,6 +111,9 @@ pub async fn run(config: RunConfig) -> anyhow::Result<Report> {
         duration: d,
         max_writes: u64::MAX,
     };
+    // Each window writes values the others never wrote, or the later windows would mostly
+    // rewrite what the store already holds and measure deduplication instead of delivery.
+    let window_seed = |window: u64| churn::mix64(config.churn_seed ^ window);
     let settle = Duration::from_secs(60) + Duration::from_millis(u64::from(s.agents) * 30);
 
     eprintln!("[run] starting the control plane (testenv)");
@@ -129,7 +134,7 @@ pub async fn run(config: RunConfig) -> anyhow::Result<Report> {
         procstat::sample(api_pid).unwrap_or_default(),
         Instant::now(),
     );
-    churn::churn(&client, &s, limits(config.duration)).await;
+    churn::churn(&client, &s, limits(config.duration), window_seed(0)).await;
     report.apiserver_alone = usage(api_pid, before, started);
 
     eprintln!("[run] starting cattail");
@@ -217,7 +222,7 @@ pub async fn run(config: RunConfig) -> anyhow::Result<Report> {
         procstat::sample(api_pid).unwrap_or_default(),
         Instant::now(),
     );
-    report.churn = churn::churn(&client, &s, limits(config.duration)).await;
+    report.churn = churn::churn(&client, &s, limits(config.duration), window_seed(1)).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     report.server = usage(server_pid, server0, started);
     report.server_rss_steady = report.server.rss_bytes;
@@ -225,6 +230,7 @@ pub async fn run(config: RunConfig) -> anyhow::Result<Report> {
     let m1 = cattail.metrics().await?;
     let delta = |k: &str| m1.get(k).copied().unwrap_or(0.0) - m0.get(k).copied().unwrap_or(0.0);
     report.server_deliveries = delta("cattail_messages_sent_total");
+    report.churn.projection_changes = Some(delta("cattail_updates_published_total") as u64);
     report.deduplicated = delta("cattail_updates_deduplicated_total");
     let steady = fleet.report("steady").await?;
     report.fanout_us = merge(&steady, |w| &w.fanout_us).summary();
@@ -301,7 +307,7 @@ pub async fn run(config: RunConfig) -> anyhow::Result<Report> {
         procstat::sample(api_pid).unwrap_or_default(),
         Instant::now(),
     );
-    churn::churn(&client, &s, limits(config.duration)).await;
+    churn::churn(&client, &s, limits(config.duration), window_seed(2)).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     report.apiserver_direct = usage(api_pid, api0, started);
     report.direct_e2e_us = agents

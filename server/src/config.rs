@@ -6,6 +6,7 @@
 //! `resources[2].fields[0]`, and says what to write instead.
 
 mod auth;
+mod exclude;
 mod field_path;
 mod profiles;
 mod serving;
@@ -22,6 +23,10 @@ pub use auth::{
     PolicyConfig, TokenAuthConfig,
 };
 pub use cattail_proto::Resource;
+pub use exclude::{
+    Emptiness, ExcludeRule, MAX_EXCLUDE_RULES, MAX_EXCLUDE_VALUE_BYTES, MAX_EXCLUDE_VALUES, Scalar,
+    Test,
+};
 pub use field_path::{FieldPath, FieldPathError, MAX_PATH_BYTES, MAX_SEGMENTS, Segment};
 pub use profiles::{default_for, default_resources};
 pub use serving::{FanoutSettings, GrpcSettings, WatchSettings};
@@ -118,6 +123,9 @@ pub struct ResourceConfig {
     /// A single-valued string field that agents can filter on, like `spec.nodeName`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scope: Option<FieldPath>,
+    /// Objects that pass any of these rules are treated as absent (see [`ExcludeRule`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exclude: Vec<ExcludeRule>,
 }
 
 impl ResourceConfig {
@@ -127,6 +135,7 @@ impl ResourceConfig {
             resource,
             fields: Vec::new(),
             scope: None,
+            exclude: Vec::new(),
         }
     }
 
@@ -141,6 +150,13 @@ impl ResourceConfig {
     #[must_use]
     pub fn with_scope(mut self, scope: FieldPath) -> Self {
         self.scope = Some(scope);
+        self
+    }
+
+    /// Adds an exclude rule.
+    #[must_use]
+    pub fn with_exclude(mut self, rule: ExcludeRule) -> Self {
+        self.exclude.push(rule);
         self
     }
 }
@@ -344,6 +360,19 @@ impl ResourceConfig {
                 ));
             }
             check_not_volatile(&name, scope)?;
+        }
+        if self.exclude.len() > MAX_EXCLUDE_RULES {
+            return Err(invalid(
+                format!("{prefix}exclude"),
+                format!(
+                    "{} rules are listed; at most {MAX_EXCLUDE_RULES} are allowed",
+                    self.exclude.len()
+                ),
+            ));
+        }
+        let kept: Vec<&FieldPath> = self.fields.iter().chain(&self.scope).collect();
+        for (j, rule) in self.exclude.iter().enumerate() {
+            rule.validate(&format!("{prefix}exclude[{j}]"), &kept)?;
         }
         Ok(())
     }

@@ -1,6 +1,6 @@
 //! The watchers against the real API server from testenv: discovery (CRDs included),
-//! projection of what the API server sends, an object that cannot be projected, and the relist
-//! after a 410 Gone.
+//! projection of what the API server sends, an object that cannot be projected, the default
+//! profile's `exclude:` rules, and the relist after a 410 Gone.
 
 #![allow(clippy::unwrap_used)] // tests fail loudly on purpose
 
@@ -19,7 +19,15 @@ use tokio_util::sync::CancellationToken;
 
 const WAIT: Duration = Duration::from_secs(60);
 
+/// The default profile's pods, less its `exclude:` rules: these tests watch pods without IPs.
 fn pods_config() -> ResourceConfig {
+    ResourceConfig {
+        exclude: Vec::new(),
+        ..default_profile_pods()
+    }
+}
+
+fn default_profile_pods() -> ResourceConfig {
     default_for(&"v1/pods".parse().unwrap()).unwrap()
 }
 
@@ -280,4 +288,90 @@ async fn an_update_that_cannot_be_projected_reaches_the_writer_as_a_delete() {
     )
     .await;
     assert_eq!(back.scope.as_deref(), Some("node-2"));
+}
+
+/// The next event that is not a delete of a key nobody holds (an excluded object's update is a
+/// delete of its key, which the store ignores when it does not hold it).
+async fn next_event(rx: &mut mpsc::Receiver<WatchInput>, ignore_deletes_of: &[&str]) -> WatchEvent {
+    timeout(WAIT, async {
+        loop {
+            let event = rx.recv().await.unwrap().event;
+            match &event {
+                WatchEvent::Delete(key) if ignore_deletes_of.contains(&key.name.as_str()) => {}
+                _ => break event,
+            }
+        }
+    })
+    .await
+    .expect("no event")
+}
+
+async fn give_ip(pods: &Api<Pod>, name: &str, ip: &str) {
+    let status = json!({"status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}]}});
+    pods.patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
+        .await
+        .unwrap();
+}
+
+/// The default profile leaves out pods a network agent cannot use: without an IP, host-networked
+/// or finished. A pod that gets an IP appears (an apply), one that finishes leaves (a delete),
+/// and a relist lists only the rest.
+#[tokio::test]
+async fn the_default_profile_leaves_out_pods_without_an_ip_host_networked_or_finished() {
+    let env = TestEnv::start().await.unwrap();
+    // p1: no IP yet.
+    let pods = setup(&env).await;
+    // p2: host-networked, with its node's IP.
+    let host: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "p2"},
+        "spec": {"nodeName": "node-1", "hostNetwork": true,
+                 "containers": [{"name": "c", "image": "x"}]}
+    }))
+    .unwrap();
+    pods.create(&PostParams::default(), &host).await.unwrap();
+    give_ip(&pods, "p2", "172.16.0.1").await;
+
+    let (mut rx, _token) = start(&env, default_profile_pods(), true);
+    assert_eq!(until_init_done(&mut rx).await, Vec::<String>::new());
+
+    // p1 gets an IP: agents get it. p2's changes stay deletes of a key nobody holds.
+    give_ip(&pods, "p1", "10.1.1.1").await;
+    match next_event(&mut rx, &["p2"]).await {
+        WatchEvent::Apply(obj) => assert_eq!(obj.name, "p1"),
+        other => panic!("expected p1 to appear, got {other:?}"),
+    }
+    // p1 finishes: agents get a delete.
+    let done = json!({"status": {"phase": "Succeeded"}});
+    pods.patch_status("p1", &PatchParams::default(), &Patch::Merge(&done))
+        .await
+        .unwrap();
+    match next_event(&mut rx, &["p2"]).await {
+        WatchEvent::Delete(key) => assert_eq!(key.name, "p1"),
+        other => panic!("expected p1's delete, got {other:?}"),
+    }
+    // p3 runs with an IP; a relist after a 410 lists it alone.
+    let p3: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "p3"},
+        "spec": {"nodeName": "node-2", "containers": [{"name": "c", "image": "x"}]}
+    }))
+    .unwrap();
+    pods.create(&PostParams::default(), &p3).await.unwrap();
+    give_ip(&pods, "p3", "10.1.2.1").await;
+    match next_event(&mut rx, &["p1", "p2", "p3"]).await {
+        WatchEvent::Apply(obj) => assert_eq!(obj.name, "p3"),
+        other => panic!("expected p3 to appear, got {other:?}"),
+    }
+    env.compact().await.unwrap();
+    let relisted = timeout(WAIT, async {
+        loop {
+            match rx.recv().await.unwrap().event {
+                WatchEvent::Init => break until_init_done(&mut rx).await,
+                WatchEvent::InitApply(obj) => panic!("{} listed before Init", obj.name),
+                _ => {}
+            }
+        }
+    })
+    .await
+    .expect("no relist after the compaction");
+    assert_eq!(relisted, vec!["p3"]);
 }

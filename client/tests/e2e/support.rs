@@ -108,7 +108,7 @@ pub(crate) async fn wait_for(mut condition: impl FnMut() -> bool, what: &str) {
     }
 }
 
-/// What the API server holds now, projected the way the server projects it.
+/// What the API server holds now, projected and left out the way the server does it.
 pub(crate) async fn expected_state(client: &kube::Client) -> State {
     let client = client.clone();
     let mut state = State::new();
@@ -117,9 +117,12 @@ pub(crate) async fn expected_state(client: &kube::Client) -> State {
         let projection = Projection::new(&resource, &resolved.api.kind).unwrap();
         let api: Api<DynamicObject> = Api::all_with(client.clone(), &resolved.api);
         for object in api.list(&ListParams::default()).await.unwrap() {
-            let projected = projection
-                .project(&serde_json::to_value(&object).unwrap())
-                .unwrap();
+            let object = serde_json::to_value(&object).unwrap();
+            // Absent for agents, as the server's `exclude:` rules say (pods without an IP...).
+            if projection.excluded_by(&object).is_some() {
+                continue;
+            }
+            let projected = projection.project(&object).unwrap();
             let value: Value = serde_json::from_slice(&projected.value).unwrap();
             state.insert(
                 (

@@ -4,7 +4,7 @@
 //! without meaning to them (pod conditions, container statuses, node heartbeats), so a readiness
 //! flap or a container restart projects to identical bytes and is deduped away.
 
-use super::{FieldPath, Resource, ResourceConfig};
+use super::{Emptiness, ExcludeRule, FieldPath, Resource, ResourceConfig, Scalar};
 
 /// `(resource, projected fields, scope)` for every resource of the default profile.
 const DEFAULT_PROFILE: &[(&str, &[&str], Option<&str>)] = &[
@@ -83,5 +83,30 @@ fn profile(resource: &str, fields: &[&str], scope: Option<&str>) -> Option<Resou
         resource: Resource::parse(resource).ok()?,
         fields,
         scope,
+        exclude: default_exclude(resource)?,
     })
+}
+
+/// The default profile's exclude rules for `resource`: pods a node's network agent cannot use
+/// are absent, as Calico's Felix skips them when it turns pods into workload endpoints. A pod
+/// with no IP yet has nothing to police or route; a host-networked pod shares its node's IP
+/// and gets no endpoint; a pod that has finished (`Succeeded` or `Failed`) has released its IP,
+/// which a new pod may already hold. Each becomes visible (a create for agents) once it has an
+/// IP, and leaves (a delete) when it finishes.
+fn default_exclude(resource: &str) -> Option<Vec<ExcludeRule>> {
+    if resource != "v1/pods" {
+        return Some(Vec::new());
+    }
+    let field = |text: &str| FieldPath::parse(text).ok();
+    Some(vec![
+        ExcludeRule::is(field("status.podIPs")?, Emptiness::Empty),
+        ExcludeRule::equals(field("spec.hostNetwork")?, Scalar::Bool(true)),
+        ExcludeRule::one_of(
+            field("status.phase")?,
+            vec![
+                Scalar::String("Succeeded".into()),
+                Scalar::String("Failed".into()),
+            ],
+        ),
+    ])
 }

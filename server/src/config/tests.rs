@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use super::*;
 
+mod exclude;
+
 fn path(s: &str) -> FieldPath {
     FieldPath::parse(s).unwrap()
 }

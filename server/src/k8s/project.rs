@@ -8,6 +8,7 @@
 //! change. Projecting is pure; equal inputs give equal bytes in every process.
 
 mod canonical;
+mod exclude;
 mod select;
 #[cfg(test)]
 mod tests;
@@ -15,7 +16,7 @@ mod tests;
 use bytes::Bytes;
 use serde_json::Value;
 
-use crate::config::{self, FieldPath, ProjectionConfig, Resource, ResourceConfig};
+use crate::config::{self, ExcludeRule, FieldPath, ProjectionConfig, Resource, ResourceConfig};
 
 pub use crate::store::ProjectedObject;
 
@@ -170,6 +171,16 @@ impl Projection {
         self.fingerprint
     }
 
+    /// The first `exclude:` rule `object` passes, if any: such an object is treated as absent
+    /// (a relist leaves it out, an update of it is a delete of its key). Call it before
+    /// [`Self::project`].
+    pub fn excluded_by(&self, object: &Value) -> Option<&ExcludeRule> {
+        self.config
+            .exclude
+            .iter()
+            .find(|rule| exclude::matches(rule, object))
+    }
+
     /// Projects one API object (as the API server sends it, in a watch event or a list item).
     pub fn project(&self, object: &Value) -> Result<ProjectedObject> {
         let resource = || self.config.resource.clone();
@@ -258,9 +269,11 @@ fn display_name(namespace: &str, name: &str) -> String {
     }
 }
 
-/// xxh3-64 of `RULES_VERSION`, the resource, the sorted distinct fields and the scope, each
-/// terminated by a newline (field paths and resources cannot contain one). Public because the
-/// server announces fingerprints before discovery has told it each kind.
+/// xxh3-64 of `RULES_VERSION`, the resource, the sorted distinct fields, the scope and the
+/// sorted exclude rules, each terminated by a newline (field paths and resources cannot contain
+/// one, and rule values are quoted). A config without exclude rules keeps the fingerprint it had
+/// before they existed. Public because the server announces fingerprints before discovery has
+/// told it each kind.
 pub fn fingerprint(config: &ResourceConfig) -> u64 {
     xxhash_rust::xxh3::xxh3_64(fingerprint_text(config).as_bytes())
 }
@@ -283,6 +296,14 @@ fn fingerprint_text(config: &ResourceConfig) -> String {
     if let Some(scope) = &config.scope {
         text.push_str("scope ");
         text.push_str(scope.as_str());
+        text.push('\n');
+    }
+    let mut rules: Vec<String> = config.exclude.iter().map(ExcludeRule::describe).collect();
+    rules.sort_unstable();
+    rules.dedup();
+    for rule in rules {
+        text.push_str("exclude ");
+        text.push_str(&rule);
         text.push('\n');
     }
     text

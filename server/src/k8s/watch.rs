@@ -7,7 +7,9 @@
 //!
 //! An object the projection refuses (a scope field that is not a string, an object over the
 //! size limit) is never served stale: an update of it reaches agents as a delete of its key
-//! (`failures`), counted and logged once per object.
+//! (`failures`), counted and logged once per object. An object the resource's `exclude:` rules
+//! match is absent in the same way: a create never reaches agents, and an object that starts to
+//! match reaches them as a delete (one that stops matching, as a create).
 //!
 //! A watch that fails keeps retrying with backoff; the last state stays served meanwhile.
 //! A relist arrives as `Init`, `InitApply`..., `InitDone`, which the store diffs against what
@@ -272,11 +274,15 @@ pub async fn run(
     }
 }
 
+/// List items and watch events of objects an `exclude:` rule leaves out, by resource.
+pub const EXCLUDED: &str = "cattail_updates_excluded_total";
+
 /// Projects one watcher event.
 ///
 /// An object that cannot be projected is never served stale: an update becomes a delete of
 /// its key, and a relist leaves it out (so the relist's diff deletes it). `failures` counts
-/// every such event and logs each object once.
+/// every such event and logs each object once. An object an `exclude:` rule matches is absent
+/// the same way, counted in [`EXCLUDED`] and never logged: it is what the config asks for.
 fn translate(
     projection: &Projection,
     failures: &mut ProjectionFailures,
@@ -290,14 +296,21 @@ fn translate(
     };
     let mut project = |object: DynamicObject| -> std::result::Result<ProjectedObject, ObjectKey> {
         let key = key_of(&object);
-        let projected = serde_json::to_value(&object)
-            .map_err(|error| error.to_string())
-            .and_then(|value| {
-                projection
-                    .project(&value)
-                    .map_err(|error| error.to_string())
-            });
-        match projected {
+        let value = match serde_json::to_value(&object) {
+            Ok(value) => value,
+            Err(error) => {
+                failures.failed(&key, &error);
+                return Err(key);
+            }
+        };
+        if projection.excluded_by(&value).is_some() {
+            // Not a failure: the config leaves it out. Absent for agents, like a delete.
+            failures.forget(&key);
+            metrics::counter!(EXCLUDED, "resource" => projection.resource().to_string())
+                .increment(1);
+            return Err(key);
+        }
+        match projection.project(&value) {
             Ok(projected) => {
                 failures.forget(&key);
                 Ok(projected)

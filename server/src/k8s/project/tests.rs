@@ -347,13 +347,24 @@ fn fingerprint_is_stable_and_tracks_the_config() {
     let pods = default_for(&resource("v1/pods")).unwrap();
     let base = Projection::new(&pods, "Pod").unwrap().fingerprint();
     // Pinned: a change here breaks resume across versions, so bump RULES_VERSION on purpose.
+    // Without exclude rules, the text (and hash) is what it was before rules existed.
+    let unfiltered = ResourceConfig {
+        exclude: Vec::new(),
+        ..pods.clone()
+    };
+    let text = "cattail.projection.v1\nv1/pods\nfield metadata.labels\nfield spec.containers[].ports\n\
+         field spec.hostNetwork\nfield spec.nodeName\nfield spec.serviceAccountName\n\
+         field status.phase\nfield status.podIPs\nscope spec.nodeName\n";
+    assert_eq!(fingerprint_text(&unfiltered), text);
+    assert_eq!(fingerprint(&unfiltered), 0x22e2_aa86_704b_1ac1);
     assert_eq!(
         fingerprint_text(&pods),
-        "cattail.projection.v1\nv1/pods\nfield metadata.labels\nfield spec.containers[].ports\n\
-         field spec.hostNetwork\nfield spec.nodeName\nfield spec.serviceAccountName\n\
-         field status.phase\nfield status.podIPs\nscope spec.nodeName\n"
+        format!(
+            "{text}exclude spec.hostNetwork in [true]\nexclude status.phase in [\"Succeeded\", \
+             \"Failed\"]\nexclude status.podIPs is empty\n"
+        )
     );
-    assert_eq!(base, 0x22e2_aa86_704b_1ac1);
+    assert_eq!(base, fingerprint(&pods));
 
     let mut reordered = pods.clone();
     reordered.fields.reverse();
@@ -374,7 +385,9 @@ fn fingerprint_is_stable_and_tracks_the_config() {
     let more = pods.clone().with_field(path("metadata.annotations"));
     let mut other_resource = pods.clone();
     other_resource.resource = resource("v1/nodes");
-    for changed in [unscoped, more, other_resource] {
+    let mut fewer_rules = pods.clone();
+    fewer_rules.exclude.pop();
+    for changed in [unscoped, more, other_resource, fewer_rules, unfiltered] {
         assert_ne!(
             Projection::new(&changed, "Pod").unwrap().fingerprint(),
             base
@@ -420,4 +433,64 @@ fn projections_are_shareable_across_tasks() {
     fn shareable<T: Send + Sync + 'static>() {}
     shareable::<Projection>();
     shareable::<ProjectedObject>();
+}
+
+#[test]
+fn the_default_profile_excludes_pods_without_ip_host_networked_or_finished() {
+    let projection = pod_projection();
+    let mut running = pod();
+    assert!(projection.excluded_by(&running).is_none());
+    // Each rule on its own.
+    let mut cases = Vec::new();
+    for (pointer, value) in [
+        ("/status/podIPs", json!([])),
+        ("/status/podIPs", Value::Null),
+        ("/status/phase", json!("Succeeded")),
+        ("/status/phase", json!("Failed")),
+    ] {
+        let mut object = pod();
+        set(&mut object, pointer, value.clone());
+        cases.push((format!("{pointer} = {value}"), object));
+    }
+    let mut no_ips = pod();
+    no_ips["status"].as_object_mut().unwrap().remove("podIPs");
+    cases.push(("no status.podIPs".into(), no_ips));
+    let mut host = pod();
+    host["spec"]["hostNetwork"] = json!(true);
+    cases.push(("hostNetwork".into(), host));
+    for (what, object) in cases {
+        assert!(projection.excluded_by(&object).is_some(), "{what}");
+    }
+    // Near misses stay in: a string "true", hostNetwork false, phase Pending with an IP.
+    for (pointer, value) in [
+        ("/spec/hostNetwork", json!("true")),
+        ("/spec/hostNetwork", json!(false)),
+        ("/status/phase", json!("Pending")),
+    ] {
+        let mut object = pod();
+        object["spec"]["hostNetwork"] = json!(false);
+        set(&mut object, pointer, value.clone());
+        assert!(projection.excluded_by(&object).is_none(), "{pointer} = {value}");
+    }
+    set(&mut running, "/status/podIPs", json!([{"ip": "10.0.0.1"}]));
+    assert!(projection.excluded_by(&running).is_none());
+}
+
+#[test]
+fn integer_and_emptiness_rules_compare_by_json_type() {
+    use crate::config::{Emptiness, ExcludeRule, Scalar};
+    let config = ResourceConfig::new(resource("v1/pods"))
+        .with_field(path("spec.priority"))
+        .with_field(path("metadata.labels"))
+        .with_exclude(ExcludeRule::equals(path("spec.priority"), Scalar::Int(7)))
+        .with_exclude(ExcludeRule::is(path("metadata.labels.tier"), Emptiness::NotEmpty));
+    let projection = Projection::new(&config, "Pod").unwrap();
+    let object = |priority: Value, labels: Value| {
+        json!({"metadata": {"name": "p", "labels": labels}, "spec": {"priority": priority}})
+    };
+    assert!(projection.excluded_by(&object(json!(7), json!({}))).is_some());
+    assert!(projection.excluded_by(&object(json!("7"), json!({}))).is_none());
+    assert!(projection.excluded_by(&object(json!(8), json!({}))).is_none());
+    assert!(projection.excluded_by(&object(json!(8), json!({"tier": "x"}))).is_some());
+    assert!(projection.excluded_by(&object(json!(8), json!({"tier": ""}))).is_none());
 }
