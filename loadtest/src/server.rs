@@ -15,14 +15,18 @@ use anyhow::{Context, bail};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, Command};
 
-/// The server config the load test uses: the default profile, plus pod and policy annotations
-/// so the write stamp reaches the agents. JSON is valid YAML.
+/// The server config the load test uses: the default profile (its `exclude:` rules included),
+/// plus pod and policy annotations so the write stamp reaches the agents. JSON is valid YAML.
 pub fn loadtest_config() -> serde_json::Value {
     let ann = "metadata.annotations";
     serde_json::json!({"resources": [
         {"resource": "v1/pods", "scope": "spec.nodeName", "fields": [
             "metadata.labels", ann, "spec.nodeName", "spec.serviceAccountName", "spec.hostNetwork",
-            "spec.containers[].ports", "status.podIPs", "status.phase"]},
+            "spec.containers[].ports", "status.podIPs", "status.phase"],
+         "exclude": [
+            {"field": "status.podIPs", "is": "empty"},
+            {"field": "spec.hostNetwork", "equals": true},
+            {"field": "status.phase", "in": ["Succeeded", "Failed"]}]},
         {"resource": "v1/namespaces", "fields": ["metadata.labels"]},
         {"resource": "v1/nodes", "fields": ["metadata.labels", "status.addresses", "spec.podCIDRs"]},
         {"resource": "v1/services", "fields": ["metadata.labels", "spec.selector", "spec.ports", "spec.clusterIPs", "spec.type"]},
@@ -297,6 +301,28 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> anyhow::Result<(u16, Stri
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The load test measures the default profile: its config is the built-in default with only
+    /// the stamp annotation added to pods and policies.
+    #[test]
+    fn the_config_is_the_default_profile_plus_the_stamp_annotation() {
+        use cattail_server::config::{FieldPath, ServerConfig};
+        let yaml = serde_json::to_string(&loadtest_config()).unwrap();
+        let mut ours = ServerConfig::from_yaml_str(&yaml).unwrap();
+        let annotations = FieldPath::parse("metadata.annotations").unwrap();
+        for resource in &mut ours.resources {
+            let before = resource.fields.len();
+            resource.fields.retain(|f| *f != annotations);
+            let stamped = ["v1/pods", "networking.k8s.io/v1/networkpolicies"];
+            assert_eq!(
+                before - resource.fields.len(),
+                usize::from(stamped.contains(&resource.resource.as_str())),
+                "{}",
+                resource.resource
+            );
+        }
+        assert_eq!(ours.resources, ServerConfig::default().resources);
+    }
 
     #[test]
     fn metrics_are_summed_over_labels() {

@@ -19,6 +19,8 @@ fn a_tiny_run_writes_a_sane_report() {
             "20",
             "--direct-agents",
             "10",
+            "--churn-seed",
+            "77",
             "--out",
         ])
         .arg(out.path())
@@ -53,6 +55,19 @@ fn a_tiny_run_writes_a_sane_report() {
         "{report}"
     );
     assert!(report["churn"]["errors"].as_u64().unwrap() == 0, "{report}");
+    // The window through cattail was planned from the seed given (mixed per window), and the
+    // server saw its writes change the projection: seeded values are never written before.
+    let seed = report["churn"]["seed"].as_u64().unwrap();
+    assert_eq!(seed, cattail_loadtest::churn::mix64(77 ^ 1), "{report}");
+    let changes = report["churn"]["projection_changes"].as_u64().unwrap();
+    let writes: u64 = report["churn"]["writes"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|v| v.as_u64().unwrap())
+        .sum();
+    assert!(changes > 0 && writes > 0, "{report}");
     let md = std::fs::read_to_string(out.path().join("report.md")).unwrap();
     assert!(md.contains("server CPU per delivery"), "{md}");
+    assert!(md.contains("changed the projection"), "{md}");
 }

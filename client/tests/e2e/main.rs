@@ -40,6 +40,14 @@ fn pod(name: &str, node: &str, app: &str) -> Value {
     })
 }
 
+/// Creates a pod and reports it running with `ip`, as a kubelet would: the server's default
+/// profile leaves out pods that have no IP yet.
+async fn run_pod(pods: &Api<Pod>, name: &str, node: &str, app: &str, ip: &str) {
+    create(pods, pod(name, node, app)).await;
+    let running = json!({"status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}]}});
+    status(pods, name, running).await;
+}
+
 async fn status(pods: &Api<Pod>, name: &str, value: Value) {
     pods.patch_status(name, &PatchParams::default(), &Patch::Merge(&value))
         .await
@@ -92,15 +100,8 @@ async fn seed(client: &kube::Client) {
     for ns in ["a", "b"] {
         let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
         for (i, node) in ["node-1", "node-2"].iter().enumerate() {
-            let name = format!("p{i}");
-            create(&pods, pod(&name, node, "web")).await;
             let ip = format!("10.0.{}.{}", ns.len(), i + 1);
-            status(
-                &pods,
-                &name,
-                json!({"status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}]}}),
-            )
-            .await;
+            run_pod(&pods, &format!("p{i}"), node, "web", &ip).await;
         }
     }
     let policies: Api<NetworkPolicy> = Api::namespaced(client, "a");
@@ -173,7 +174,7 @@ async fn three_agents_hold_exactly_the_projected_cluster() {
         .delete("p1", &DeleteParams::default().grace_period(0))
         .await
         .unwrap();
-    create(&pods_a, pod("p9", "node-3", "new")).await;
+    run_pod(&pods_a, "p9", "node-3", "new", "10.9.0.9").await;
     let policies: Api<NetworkPolicy> = Api::namespaced(client.clone(), "a");
     policies
         .patch(
@@ -286,7 +287,7 @@ async fn a_relist_after_410_sends_only_real_changes() {
     let before_events = agent.event_count();
     env.compact().await.unwrap();
     let pods: Api<Pod> = Api::namespaced(env.client(), "a");
-    create(&pods, pod("meanwhile", "node-1", "web")).await;
+    run_pod(&pods, "meanwhile", "node-1", "web", "10.9.0.1").await;
     // Every resource's watch relists after the compaction (one Init each).
     let resources = support::config().resources.len() as f64;
     wait_for(
@@ -318,7 +319,7 @@ async fn agents_resync_to_the_exact_state_after_a_server_restart() {
     pods.delete("p0", &DeleteParams::default().grace_period(0))
         .await
         .unwrap();
-    create(&pods, pod("while-down", "node-2", "web")).await;
+    run_pod(&pods, "while-down", "node-2", "web", "10.9.0.2").await;
     let before: Vec<usize> = agents.iter().map(Agent::event_count).collect();
 
     let server = Server::start(env.client(), addr).await;
@@ -409,7 +410,7 @@ async fn the_last_state_is_served_while_the_api_server_is_away() {
     // It comes back; the server's watches resume (a relist, diffed) and new changes flow.
     let _plane = spawn_plane(dir.path().to_owned(), options).await;
     let pods: Api<Pod> = Api::namespaced(client.clone(), "a");
-    create(&pods, pod("after-restart", "node-1", "web")).await;
+    run_pod(&pods, "after-restart", "node-1", "web", "10.9.0.3").await;
     converge(&client, std::slice::from_ref(&agent)).await;
     wait_for(
         || counter("cattail_watch_connected") == resources,
@@ -464,8 +465,8 @@ async fn direct_and_fanned_out_modes_give_the_same_node_scoped_store() {
 
     // A pod on another node never shows up; one on this node does, in both stores.
     let pods: Api<Pod> = Api::namespaced(env.client(), "a");
-    create(&pods, pod("elsewhere", "node-2", "web")).await;
-    create(&pods, pod("here", "node-1", "web")).await;
+    run_pod(&pods, "elsewhere", "node-2", "web", "10.9.0.4").await;
+    run_pod(&pods, "here", "node-1", "web", "10.9.0.5").await;
     for store in &stores {
         wait_for(
             || names(store).contains(&"a/here".to_owned()),
