@@ -28,6 +28,12 @@ pub(crate) enum Command {
     Run(RunArgs),
     /// A short live demo: testenv, small scenario, cattail, 50 agents, 30 s of churn.
     Demo(DemoArgs),
+    /// The server's cost per delivered update on a fixed replayed workload: instructions
+    /// (under callgrind, with --callgrind) and CPU, with no Kubernetes (docs/BENCHMARKS.md).
+    Cost(CostArgs),
+    /// The server side of `cost` (started by it): the scenario served from memory.
+    #[command(hide = true)]
+    CostServer(CostServerArgs),
     /// Flood a running `cattail serve` with Hellos that never finish, and report its peak
     /// memory (docs/BENCHMARKS.md, "Memory before a Hello"). Plaintext gRPC ports only.
     HelloFlood(HelloFloodArgs),
@@ -59,6 +65,50 @@ pub(crate) struct HelloFloodArgs {
     /// How long the flood lasts (the server's Hello deadline is 10 s by default).
     #[arg(long, default_value = "9s", value_parser = parse_duration)]
     pub(crate) duration: Duration,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct CostArgs {
+    /// The cluster: small or medium (the number of nodes and pods).
+    #[arg(long, default_value = "small")]
+    pub(crate) scenario: ScenarioName,
+    /// Light agents (agent `i` runs on node `i % nodes`).
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=9_000))]
+    pub(crate) agents: u32,
+    /// Churn writes to replay.
+    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub(crate) writes: u64,
+    /// Writes per second: slow enough that every change goes out alone, even under callgrind.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub(crate) rate: u32,
+    /// The churn's seed: the same seed replays the same writes.
+    #[arg(long, default_value_t = 1)]
+    pub(crate) seed: u64,
+    /// Run the server under `valgrind --tool=callgrind` and count its instructions.
+    #[arg(long)]
+    pub(crate) callgrind: bool,
+    /// Where report.json (and callgrind.out) go.
+    #[arg(long)]
+    pub(crate) out: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct CostServerArgs {
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub(crate) nodes: u32,
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub(crate) pods: u32,
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=9_000))]
+    pub(crate) agents: u32,
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub(crate) writes: u64,
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub(crate) rate: u32,
+    #[arg(long)]
+    pub(crate) seed: u64,
+    /// Where to listen (a free loopback port by default).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub(crate) listen: std::net::SocketAddr,
 }
 
 #[derive(Debug, Args)]

@@ -133,7 +133,7 @@ type Created = Option<bool>;
 
 /// One write, decided before it is sent.
 #[derive(Debug)]
-enum Write {
+pub(crate) enum Write {
     PodLabel {
         pod: u32,
         version: String,
@@ -160,7 +160,7 @@ enum Write {
 }
 
 impl Write {
-    fn kind(&self) -> ChurnKind {
+    pub(crate) fn kind(&self) -> ChurnKind {
         match self {
             Write::PodLabel { .. } => ChurnKind::PodLabel,
             Write::PodStatusOnly { .. } => ChurnKind::PodStatusOnly,
@@ -174,7 +174,7 @@ impl Write {
 /// The writes of one run, in order: a pure function of the seed, the scenario and the write
 /// number (creates and deletes pair up in plan order, not in the order the API answers).
 #[derive(Debug)]
-struct Plan {
+pub(crate) struct Plan {
     seed: u64,
     pods: u32,
     policies: u32,
@@ -183,7 +183,7 @@ struct Plan {
 }
 
 impl Plan {
-    fn new(seed: u64, scenario: &Scenario) -> Self {
+    pub(crate) fn new(seed: u64, scenario: &Scenario) -> Self {
         Self {
             seed,
             pods: scenario.pods.max(1),
@@ -202,7 +202,7 @@ impl Plan {
         (mix64(mix64(self.seed ^ salt) ^ n) % u64::from(bound)) as u32
     }
 
-    fn next(&mut self, n: u64) -> Write {
+    pub(crate) fn next(&mut self, n: u64) -> Write {
         let pod = self.pick(n, 0x5eed, self.pods);
         match kind_of(self.seed, n) {
             ChurnKind::PodLabel => Write::PodLabel {
@@ -254,7 +254,8 @@ impl Writer {
         let kind = write.kind();
         let stamp = unix_nanos().to_string();
         let merge = PatchParams::default();
-        let pods = |pod: u32| -> Api<Pod> { Api::namespaced(self.client.clone(), &s.namespace_of(pod)) };
+        let pods =
+            |pod: u32| -> Api<Pod> { Api::namespaced(self.client.clone(), &s.namespace_of(pod)) };
         match write {
             Write::PodLabel { pod, version } => {
                 let patch = json!({"metadata": {"labels": {"version": version},
@@ -464,9 +465,10 @@ mod tests {
         assert!(va.len() > 1_000, "{}", va.len());
         assert!(va.is_disjoint(&vb), "two seeds wrote the same value");
         // And the targets differ too: the two runs are not the same writes relabelled.
-        let same = a.iter().zip(&b).filter(|(x, y)| {
-            x.split(' ').take(2).eq(y.split(' ').take(2))
-        });
+        let same = a
+            .iter()
+            .zip(&b)
+            .filter(|(x, y)| x.split(' ').take(2).eq(y.split(' ').take(2)));
         assert!(same.count() < 200);
     }
 
@@ -489,6 +491,9 @@ mod tests {
                 _ => {}
             }
         }
-        assert!(creates > 500 && deletes > 500, "{creates} creates, {deletes} deletes");
+        assert!(
+            creates > 500 && deletes > 500,
+            "{creates} creates, {deletes} deletes"
+        );
     }
 }

@@ -3,6 +3,7 @@
 //!
 //! Layers, lowest first: [`scenario`] and [`objects`] are pure data; [`seed`] and [`churn`]
 //! write to the API server; [`agents`], [`tcp`] and [`direct`] are the measured clients;
+//! [`cost`] replays churn into an in-process server, for instruction counts per delivery;
 //! [`procs`] starts and samples child processes; [`run`] and [`demo`] orchestrate; [`report`]
 //! and [`plot`] turn a run into files. [`flood`] is the Hello flood of issue 12, a measuring
 //! tool for memory before trust.
@@ -10,6 +11,7 @@
 pub mod agents;
 pub mod child;
 pub mod churn;
+pub mod cost;
 pub mod demo;
 pub mod direct;
 pub mod flood;

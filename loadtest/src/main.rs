@@ -4,6 +4,7 @@ mod args;
 
 use anyhow::Context;
 use cattail_loadtest::churn::{self, ChurnLimits};
+use cattail_loadtest::cost;
 use cattail_loadtest::scenario::Scenario;
 use cattail_loadtest::{agents, demo, flood, kube_client, run, seed};
 use clap::Parser;
@@ -76,6 +77,37 @@ async fn main() -> anyhow::Result<()> {
             .await?;
             println!("{}", report.markdown(scenario.agents));
             println!("report written to {}", args.out.display());
+        }
+        Command::Cost(args) => {
+            let base = Scenario::named(args.scenario);
+            std::fs::create_dir_all(&args.out)
+                .with_context(|| format!("cannot create {}", args.out.display()))?;
+            let report = cost::measure(cost::CostConfig {
+                scenario: Scenario::sized(base.nodes, base.pods, args.agents, args.rate),
+                agents: args.agents,
+                writes: args.writes,
+                rate: args.rate,
+                seed: args.seed,
+                callgrind_out: args.callgrind.then(|| args.out.join("callgrind.out")),
+            })
+            .await?;
+            let json = serde_json::to_string_pretty(&report)?;
+            std::fs::write(args.out.join("report.json"), &json)?;
+            println!("{json}");
+        }
+        Command::CostServer(args) => {
+            cost::serve(
+                cost::CostConfig {
+                    scenario: Scenario::sized(args.nodes, args.pods, args.agents, args.rate),
+                    agents: args.agents,
+                    writes: args.writes,
+                    rate: args.rate,
+                    seed: args.seed,
+                    callgrind_out: None,
+                },
+                args.listen,
+            )
+            .await?;
         }
         Command::Demo(args) => demo::demo(args.duration, args.agents).await?,
         Command::HelloFlood(args) => {

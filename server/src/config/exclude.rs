@@ -166,7 +166,9 @@ impl ExcludeRule {
             ));
         };
         match test {
-            Test::Is(Emptiness::NotEmpty) if identity && field.starts_with(&["metadata", "name"]) => {
+            Test::Is(Emptiness::NotEmpty)
+                if identity && field.starts_with(&["metadata", "name"]) =>
+            {
                 Err(invalid(
                     format!("{name}.is"),
                     "every object has a name: this rule would leave out every object",
@@ -184,11 +186,19 @@ impl ExcludeRule {
                     values.len()
                 ),
             )),
-            Test::OneOf(values) => match values.iter().find(|v| {
-                matches!(v, Scalar::String(s) if s.len() > MAX_EXCLUDE_VALUE_BYTES)
-            }) {
+            Test::OneOf(values) => match values
+                .iter()
+                .find(|v| matches!(v, Scalar::String(s) if s.len() > MAX_EXCLUDE_VALUE_BYTES))
+            {
                 Some(_) => Err(invalid(
-                    format!("{name}.{}", if self.equals.is_some() { "equals" } else { "in" }),
+                    format!(
+                        "{name}.{}",
+                        if self.equals.is_some() {
+                            "equals"
+                        } else {
+                            "in"
+                        }
+                    ),
                     format!("a value is over {MAX_EXCLUDE_VALUE_BYTES} bytes"),
                 )),
                 None => Ok(()),

@@ -470,7 +470,10 @@ fn the_default_profile_excludes_pods_without_ip_host_networked_or_finished() {
         let mut object = pod();
         object["spec"]["hostNetwork"] = json!(false);
         set(&mut object, pointer, value.clone());
-        assert!(projection.excluded_by(&object).is_none(), "{pointer} = {value}");
+        assert!(
+            projection.excluded_by(&object).is_none(),
+            "{pointer} = {value}"
+        );
     }
     set(&mut running, "/status/podIPs", json!([{"ip": "10.0.0.1"}]));
     assert!(projection.excluded_by(&running).is_none());
@@ -483,14 +486,35 @@ fn integer_and_emptiness_rules_compare_by_json_type() {
         .with_field(path("spec.priority"))
         .with_field(path("metadata.labels"))
         .with_exclude(ExcludeRule::equals(path("spec.priority"), Scalar::Int(7)))
-        .with_exclude(ExcludeRule::is(path("metadata.labels.tier"), Emptiness::NotEmpty));
+        .with_exclude(ExcludeRule::is(
+            path("metadata.labels.tier"),
+            Emptiness::NotEmpty,
+        ));
     let projection = Projection::new(&config, "Pod").unwrap();
-    let object = |priority: Value, labels: Value| {
-        json!({"metadata": {"name": "p", "labels": labels}, "spec": {"priority": priority}})
-    };
-    assert!(projection.excluded_by(&object(json!(7), json!({}))).is_some());
-    assert!(projection.excluded_by(&object(json!("7"), json!({}))).is_none());
-    assert!(projection.excluded_by(&object(json!(8), json!({}))).is_none());
-    assert!(projection.excluded_by(&object(json!(8), json!({"tier": "x"}))).is_some());
-    assert!(projection.excluded_by(&object(json!(8), json!({"tier": ""}))).is_none());
+    let object = |priority: Value, labels: Value| json!({"metadata": {"name": "p", "labels": labels}, "spec": {"priority": priority}});
+    assert!(
+        projection
+            .excluded_by(&object(json!(7), json!({})))
+            .is_some()
+    );
+    assert!(
+        projection
+            .excluded_by(&object(json!("7"), json!({})))
+            .is_none()
+    );
+    assert!(
+        projection
+            .excluded_by(&object(json!(8), json!({})))
+            .is_none()
+    );
+    assert!(
+        projection
+            .excluded_by(&object(json!(8), json!({"tier": "x"})))
+            .is_some()
+    );
+    assert!(
+        projection
+            .excluded_by(&object(json!(8), json!({"tier": ""})))
+            .is_none()
+    );
 }
