@@ -8,7 +8,8 @@
 //! Deployment's arguments parse with the real CLI and agree with its volumes and ports. The
 //! values schema refuses every file in `server/tests/helm/bad/` with the message its first line
 //! names. Against testenv: every object of every rendering, and of the kustomize base, passes a
-//! server-side dry-run with strict field validation; and the real server, acting as the chart's
+//! server-side dry-run with strict field validation, as does `helm install --dry-run=server`
+//! (whose release notes name the Service); and the real server, acting as the chart's
 //! ServiceAccount with the chart's RBAC and config, becomes InSync.
 //!
 //! helm is looked for as `CATTAIL_HELM_BIN`, else on PATH. Without it the tests skip with a loud
@@ -546,6 +547,37 @@ fn kustomize_base() -> Vec<Value> {
     all
 }
 
+/// `helm install --dry-run=server` against testenv: helm's own path to the API server (it reads
+/// the server's version and validates against its OpenAPI), and the release notes it prints.
+fn helm_install_dry_run(helm: &Path, env: &TestEnv, values: &Path, namespace: &str) {
+    let output = Command::new(helm)
+        .args(["install", RELEASE])
+        .arg(chart())
+        .args(["--namespace", namespace, "--dry-run=server"])
+        .arg("--kubeconfig")
+        .arg(env.kubeconfig_path())
+        .arg("--values")
+        .arg(values)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "helm install --dry-run=server with {}: {}{stdout}",
+        values.display(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let notes = stdout
+        .split_once("\nNOTES:\n")
+        .map(|(_, notes)| notes)
+        .unwrap_or_else(|| panic!("no release notes: {stdout}"));
+    let address = format!("://{RELEASE}.{namespace}.svc:5473");
+    assert!(
+        notes.contains(&address),
+        "the notes name {address}: {notes}"
+    );
+}
+
 #[tokio::test]
 async fn every_object_passes_a_server_side_dry_run() {
     let Some(helm) = helm() else { return };
@@ -560,6 +592,7 @@ async fn every_object_passes_a_server_side_dry_run() {
         let namespace = format!("ci-{stem}");
         create_namespace(&client, &namespace).await;
         let rendered = Rendered::new(&helm, &values, &namespace);
+        helm_install_dry_run(&helm, &env, &values, &namespace);
         for object in &rendered.objects {
             dry_run(&client, &discovery, object, &rendered.file)
                 .await
