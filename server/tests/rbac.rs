@@ -11,9 +11,11 @@
 
 #![allow(clippy::unwrap_used)] // tests fail loudly on purpose
 
+mod deploy_support;
+
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use cattail_server::args::{Cli, Command};
@@ -21,12 +23,14 @@ use cattail_server::config::ServerConfig;
 use cattail_server::serve::{ServeOptions, ServerHandle, serve};
 use cattail_testenv::TestEnv;
 use clap::Parser;
+use deploy_support::{
+    assert_grants_exactly, base, config_file, kustomization, manifest, resources_of,
+};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Namespace, Pod, Secret, Service, ServiceAccount};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
-use serde::de::DeserializeOwned;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
@@ -35,51 +39,6 @@ use tokio_util::sync::CancellationToken;
 const WAIT: Duration = Duration::from_secs(90);
 /// How long a server without `watch` must stay out of sync.
 const NOT_READY_FOR: Duration = Duration::from_secs(5);
-
-fn base() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/kustomize/base")
-}
-
-fn read(file: &str) -> String {
-    let path = base().join(file);
-    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
-
-/// One manifest of the base, parsed into its k8s-openapi type.
-fn manifest<T: DeserializeOwned>(file: &str) -> T {
-    serde_yaml_ng::from_str(&read(file)).unwrap_or_else(|e| panic!("{file}: {e}"))
-}
-
-fn kustomization() -> serde_yaml_ng::Value {
-    manifest("kustomization.yaml")
-}
-
-/// The file that kustomization.yaml turns into the ConfigMap `cattail-config`, key `config.yaml`.
-fn config_file() -> PathBuf {
-    let kustomization = kustomization();
-    let generator = kustomization["configMapGenerator"]
-        .as_sequence()
-        .unwrap()
-        .iter()
-        .find(|g| g["name"].as_str() == Some("cattail-config"))
-        .expect("a configMapGenerator named cattail-config");
-    let files: Vec<&str> = generator["files"]
-        .as_sequence()
-        .unwrap()
-        .iter()
-        .map(|f| f.as_str().unwrap())
-        .collect();
-    // `config.yaml` or `config.yaml=some/path`: either way the key is config.yaml.
-    let file = files
-        .iter()
-        .find_map(|f| match f.split_once('=') {
-            Some(("config.yaml", path)) => Some(path),
-            None if Path::new(f).file_name() == Some("config.yaml".as_ref()) => Some(*f),
-            _ => None,
-        })
-        .expect("cattail-config holds a key config.yaml");
-    base().join(file)
-}
 
 #[test]
 fn kustomization_lists_every_manifest() {
@@ -119,76 +78,14 @@ fn config_map_holds_the_default_config() {
     assert_eq!(ServerConfig::load(&path).unwrap(), config);
 }
 
-/// `(apiGroup, plural)` of every resource of `config`.
-fn resources_of(config: &ServerConfig) -> BTreeSet<(String, String)> {
-    config
-        .resources
-        .iter()
-        .map(|r| {
-            (
-                r.resource.group().to_owned(),
-                r.resource.plural().to_owned(),
-            )
-        })
-        .collect()
-}
-
-/// `(apiGroup, plural)` that `role` grants both `list` and `watch` on.
-fn list_watch_grants(role: &ClusterRole) -> BTreeSet<(String, String)> {
-    let mut granted = BTreeSet::new();
-    for rule in role.rules.iter().flatten() {
-        let verbs: BTreeSet<&str> = rule.verbs.iter().map(String::as_str).collect();
-        if !(verbs.contains("list") && verbs.contains("watch")) {
-            continue;
-        }
-        for group in rule.api_groups.iter().flatten() {
-            for resource in rule.resources.iter().flatten() {
-                granted.insert((group.clone(), resource.clone()));
-            }
-        }
-    }
-    granted
-}
-
-/// Whether `rule` is exactly `create` on `tokenreviews.authentication.k8s.io`, which token
-/// authentication of agents needs (`auth.tokens`).
-fn is_token_review_rule(rule: &k8s_openapi::api::rbac::v1::PolicyRule) -> bool {
-    rule.verbs == ["create"]
-        && rule.api_groups.as_deref() == Some(&["authentication.k8s.io".to_owned()][..])
-        && rule.resources.as_deref() == Some(&["tokenreviews".to_owned()][..])
-}
-
 #[test]
 fn cluster_role_grants_list_and_watch_on_the_default_profile_only() {
     let role: ClusterRole = manifest("clusterrole.yaml");
-    let rules = role.rules.as_deref().unwrap();
-    assert_eq!(
-        rules.iter().filter(|r| is_token_review_rule(r)).count(),
-        1,
-        "clusterrole.yaml grants create on tokenreviews, in one rule of its own"
-    );
-    for (i, rule) in rules.iter().enumerate() {
-        let verbs: BTreeSet<&str> = rule.verbs.iter().map(String::as_str).collect();
-        assert!(
-            is_token_review_rule(rule) || verbs == BTreeSet::from(["list", "watch"]),
-            "rule {i} grants other verbs: {verbs:?}"
-        );
-        assert!(
-            rule.non_resource_urls.is_none(),
-            "rule {i}: non-resource URLs"
-        );
-        assert!(rule.resource_names.is_none(), "rule {i}: resourceNames");
-        let wildcard = |v: &Option<Vec<String>>| v.iter().flatten().any(|s| s.contains('*'));
-        assert!(
-            !wildcard(&rule.api_groups) && !wildcard(&rule.resources),
-            "rule {i}: wildcard"
-        );
-    }
-    let granted = list_watch_grants(&role);
     let needed = resources_of(&ServerConfig::default());
     assert_eq!(
-        granted, needed,
-        "clusterrole.yaml must grant list and watch on exactly the default profile's resources"
+        assert_grants_exactly(&role, &ServerConfig::default(), "clusterrole.yaml"),
+        1,
+        "clusterrole.yaml grants create on tokenreviews, in one rule of its own"
     );
     let configured = ServerConfig::load(config_file()).unwrap();
     assert_eq!(
