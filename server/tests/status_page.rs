@@ -228,6 +228,18 @@ async fn the_status_page_shows_a_thousand_agents_in_chromium() {
         .unwrap();
     assert!(oldest > 0.0, "{oldest}");
 
+    // The page is bounded whatever the number of agents: 50 rows of at most 3 x 253 bytes of
+    // agent text each, escaped.
+    let started = std::time::Instant::now();
+    let (code, _, page) = get(admin, "/status", &[("Accept", "text/html")]).await;
+    assert_eq!(code, 200);
+    assert!(page.len() < 64 * 1024, "{} bytes", page.len());
+    eprintln!(
+        "/status with {AGENTS} agents: {} bytes of HTML in {:?}",
+        page.len(),
+        started.elapsed()
+    );
+
     // The page, in a real browser.
     let url = format!("http://{admin}/status");
     let dom = run_browser(&browser, &["--dump-dom", &url]).await;
@@ -250,12 +262,12 @@ async fn the_status_page_shows_a_thousand_agents_in_chromium() {
         .join("status-page.png");
     let _ = std::fs::remove_file(&screenshot);
     let shot = format!("--screenshot={}", screenshot.display());
-    run_browser(&browser, &[&shot, "--window-size=1500,1900", &url]).await;
+    run_browser(&browser, &[&shot, "--window-size=1500,2400", &url]).await;
     let png = std::fs::read(&screenshot).expect("chromium wrote the screenshot");
     assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n", "a PNG");
     let width = u32::from_be_bytes(png[16..20].try_into().unwrap());
     let height = u32::from_be_bytes(png[20..24].try_into().unwrap());
-    assert_eq!((width, height), (1500, 1900), "the window's size");
+    assert_eq!((width, height), (1500, 2400), "the window's size");
     assert!(png.len() > 50_000, "a page with content: {} bytes", png.len());
     eprintln!("status page screenshot: {}", screenshot.display());
 
