@@ -206,7 +206,9 @@ async fn the_status_page_shows_a_thousand_agents_in_chromium() {
         assert_eq!(row["transport"], "native", "{row}");
         assert_eq!(row["resume_mode"], "snapshot", "{row}");
         assert!(row["bytes_sent"].as_u64().unwrap() > 0, "{row}");
-        let node: usize = row["node"].as_str().unwrap()["node-".len()..].parse().unwrap();
+        let node: usize = row["node"].as_str().unwrap()["node-".len()..]
+            .parse()
+            .unwrap();
         assert!(node < FAR + NEAR, "only agents that stopped acking: {row}");
     }
     assert!(slowest.iter().any(|row| row["agent_id"] == SCRIPT_ID));
@@ -246,15 +248,24 @@ async fn the_status_page_shows_a_thousand_agents_in_chromium() {
     assert!(dom.contains(r#"<b id="at-head">900</b>"#), "{dom}");
     assert!(dom.contains(r#"<b id="behind-near">60</b>"#), "{dom}");
     assert!(dom.contains(r#"<b id="behind-far">40</b>"#), "{dom}");
-    assert!(dom.contains(r#"<span id="agent-count">1000</span>"#), "{dom}");
+    assert!(
+        dom.contains(r#"<span id="agent-count">1000</span>"#),
+        "{dom}"
+    );
     assert_eq!(dom.matches(r#"<tr class="agent""#).count(), 50, "{dom}");
     assert!(dom.contains(r#"<tr class="agent" data-lag="12">"#), "{dom}");
     assert!(
         dom.contains("&lt;script&gt;alert(1)&lt;/script&gt;"),
         "the agent id is shown as text: {dom}"
     );
-    assert!(!dom.contains("<script"), "no script from an agent id: {dom}");
-    assert!(dom.contains(r#"id="sync-status" class="ok">InSync"#), "{dom}");
+    assert!(
+        !dom.contains("<script"),
+        "no script from an agent id: {dom}"
+    );
+    assert!(
+        dom.contains(r#"id="sync-status" class="ok">InSync"#),
+        "{dom}"
+    );
 
     let screenshot = Path::new(env!("CARGO_TARGET_TMPDIR"))
         .parent()
@@ -268,7 +279,11 @@ async fn the_status_page_shows_a_thousand_agents_in_chromium() {
     let width = u32::from_be_bytes(png[16..20].try_into().unwrap());
     let height = u32::from_be_bytes(png[20..24].try_into().unwrap());
     assert_eq!((width, height), (1500, 2400), "the window's size");
-    assert!(png.len() > 50_000, "a page with content: {} bytes", png.len());
+    assert!(
+        png.len() > 50_000,
+        "a page with content: {} bytes",
+        png.len()
+    );
     eprintln!("status page screenshot: {}", screenshot.display());
 
     stop.cancel();
@@ -314,14 +329,34 @@ async fn odd_accept_headers_and_queries_get_sensible_answers() {
         ("/status", &[], 200, "json"),
         ("/status", &[("Accept", "*/*")], 200, "json"),
         ("/status", &[("Accept", "text/html,*/*;q=0.8")], 200, "html"),
-        ("/status", &[("Accept", "text/html;q=0.1, application/json;q=0.9")], 200, "json"),
+        (
+            "/status",
+            &[("Accept", "text/html;q=0.1, application/json;q=0.9")],
+            200,
+            "json",
+        ),
         ("/status", &[("Accept", "text/*")], 200, "html"),
         ("/status", &[("Accept", "garbage;;;q=x, ,/,")], 200, "json"),
         ("/status", &[("Accept", "text/html;q=7")], 200, "json"),
         ("/status", &[("Accept", &long)], 200, "json"),
-        ("/status", &[("Accept", "image/png"), ("Accept", "text/html")], 200, "html"),
-        ("/status?format=html", &[("Accept", "application/json")], 200, "html"),
-        ("/status?format=json&x=%zz&&=", &[("Accept", "text/html")], 200, "json"),
+        (
+            "/status",
+            &[("Accept", "image/png"), ("Accept", "text/html")],
+            200,
+            "html",
+        ),
+        (
+            "/status?format=html",
+            &[("Accept", "application/json")],
+            200,
+            "html",
+        ),
+        (
+            "/status?format=json&x=%zz&&=",
+            &[("Accept", "text/html")],
+            200,
+            "json",
+        ),
         ("/status?top=2&top=5", &[], 200, "json"),
         ("/status?format=xml", &[], 400, "format=html or format=json"),
         ("/status?top=lots", &[], 400, "top=0 to top=200"),

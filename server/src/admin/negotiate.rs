@@ -119,7 +119,11 @@ fn media_range(text: &str) -> Option<(Mime, f32)> {
     let range: Mime = text.join(";").parse().ok()?;
     let q = match range.get_param("q") {
         None => 1.0,
-        Some(q) => q.as_str().parse::<f32>().ok().filter(|q| (0.0..=1.0).contains(q))?,
+        Some(q) => q
+            .as_str()
+            .parse::<f32>()
+            .ok()
+            .filter(|q| (0.0..=1.0).contains(q))?,
     };
     Some((range, q))
 }

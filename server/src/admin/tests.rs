@@ -25,7 +25,11 @@ fn browsers_get_html_and_everyone_else_json() {
     assert_eq!(format("text/html"), Format::Html);
     assert_eq!(format("text/*"), Format::Html);
     assert_eq!(format("application/*"), Format::Json);
-    assert_eq!(format("image/png"), Format::Json, "nothing we have: the default");
+    assert_eq!(
+        format("image/png"),
+        Format::Json,
+        "nothing we have: the default"
+    );
 }
 
 #[test]
@@ -36,8 +40,16 @@ fn q_values_and_wildcards_decide() {
     assert_eq!(format("application/json;q=0.1, */*"), Format::Html);
     assert_eq!(format("text/html;q=0.2, */*;q=0.1"), Format::Html);
     assert_eq!(format("text/html;q=0"), Format::Json, "q=0 refuses HTML");
-    assert_eq!(format("text/html, */*"), Format::Html, "named beats a wildcard");
-    assert_eq!(format("text/html, application/json"), Format::Json, "a tie: JSON");
+    assert_eq!(
+        format("text/html, */*"),
+        Format::Html,
+        "named beats a wildcard"
+    );
+    assert_eq!(
+        format("text/html, application/json"),
+        Format::Json,
+        "a tie: JSON"
+    );
     assert_eq!(format("TEXT/HTML"), Format::Html);
     assert_eq!(format("text/html ; q=1.0"), Format::Html);
 }
@@ -60,11 +72,21 @@ fn garbage_and_oversized_accept_headers_fall_back_to_json() {
     }
     // A bad range is ignored, the good ones still count.
     assert_eq!(format("garbage, text/html"), Format::Html);
-    assert_eq!(from_accept(&[b"\xff\xfe".as_slice(), b"text/html".as_slice()]), Format::Html);
+    assert_eq!(
+        from_accept(&[b"\xff\xfe".as_slice(), b"text/html".as_slice()]),
+        Format::Html
+    );
     let long = format!("{}, text/html", "x/y,".repeat(MAX_ACCEPT_BYTES));
-    assert_eq!(format(&long), Format::Json, "an oversized Accept is ignored");
+    assert_eq!(
+        format(&long),
+        Format::Json,
+        "an oversized Accept is ignored"
+    );
     // Split over many headers, as HTTP allows.
-    assert_eq!(from_accept(&[b"image/png".as_slice(), b"text/html".as_slice()]), Format::Html);
+    assert_eq!(
+        from_accept(&[b"image/png".as_slice(), b"text/html".as_slice()]),
+        Format::Html
+    );
 }
 
 #[test]
@@ -78,9 +100,10 @@ fn queries_choose_the_format_and_the_number_of_rows() {
     assert_eq!(json.format, Format::Html);
     assert_eq!(parse("top=3").unwrap().top, 3);
     assert_eq!(parse("top=0").unwrap().top, 0);
-    assert_eq!(parse("top=99999999999999999999").map(|r| r.top), Err(
-        "top=\"99999999999999999999\" is not a number: use top=0 to top=200\n".to_owned()
-    ));
+    assert_eq!(
+        parse("top=99999999999999999999").map(|r| r.top),
+        Err("top=\"99999999999999999999\" is not a number: use top=0 to top=200\n".to_owned())
+    );
     assert_eq!(parse("top=1000000").unwrap().top, MAX_SLOWEST);
     assert_eq!(parse("unknown=1&&=&%zz&top").map(|r| r.top).ok(), None);
     assert_eq!(parse("unknown=1&&=&%zz").unwrap().format, Format::Html);
@@ -88,7 +111,10 @@ fn queries_choose_the_format_and_the_number_of_rows() {
     assert!(error.contains("format=html or format=json"), "{error}");
     assert!(parse("top=-1").unwrap_err().contains("top=0 to top=200"));
     let long = format!("format={}", "x".repeat(100_000));
-    assert!(parse(&long).unwrap_err().len() < 200, "the message stays short");
+    assert!(
+        parse(&long).unwrap_err().len() < 200,
+        "the message stays short"
+    );
 }
 
 fn row(agent_id: &str, node: &str, version: &str, lag: u64) -> AgentRow {
@@ -147,7 +173,10 @@ fn agent_supplied_text_is_escaped() {
     assert!(!page.contains("<script>alert"), "{page}");
     assert!(!page.contains("<img"), "{page}");
     assert!(!page.contains("<b>bold"), "{page}");
-    assert!(page.contains("&lt;script&gt;alert(1)&lt;/script&gt;"), "{page}");
+    assert!(
+        page.contains("&lt;script&gt;alert(1)&lt;/script&gt;"),
+        "{page}"
+    );
     assert!(page.contains("node&quot;&gt;&lt;img"), "{page}");
     assert!(page.contains("v1 &amp; &lt;b&gt;"), "{page}");
     assert!(!page.contains("<script"), "no script at all: {page}");

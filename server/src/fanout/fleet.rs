@@ -103,9 +103,7 @@ impl FleetEntry {
 
     /// Frames up to `revision` were handed to the transport.
     pub(crate) fn written(&self, revision: Revision) {
-        self.record
-            .written
-            .store(revision.get(), Ordering::Relaxed);
+        self.record.written.store(revision.get(), Ordering::Relaxed);
         self.cursor(revision);
     }
 

@@ -457,12 +457,17 @@ impl Hub {
         let state = self.shared.read();
         let log = &state.log;
         let now = Instant::now();
-        let oldest = log.oldest().and_then(|r| log.get(r)).map(|item| item.appended);
+        let oldest = log
+            .oldest()
+            .and_then(|r| log.get(r))
+            .map(|item| item.appended);
         self.shared.fleet.report(log.head(), top, |revision| {
             log.get(revision.next())
                 .map(|item| item.appended)
                 .or(oldest)
-                .map_or(std::time::Duration::ZERO, |t| now.saturating_duration_since(t))
+                .map_or(std::time::Duration::ZERO, |t| {
+                    now.saturating_duration_since(t)
+                })
         })
     }
 

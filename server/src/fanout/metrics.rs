@@ -41,9 +41,9 @@ pub(crate) const LOG_BATCHES: &str = "cattail_log_batches";
 pub(crate) const REVISION: &str = "cattail_head_revision";
 /// Head minus acked revision, at each ack.
 pub(crate) const AGENT_LAG: &str = "cattail_agent_lag_revisions";
-/// Agents whose revision is the head's, at the last refresh (scrape or status page).
+/// Agents whose revision is the head's, at the last scrape.
 pub(crate) const AGENTS_AT_HEAD: &str = "cattail_agents_at_head";
-/// The longest any agent has been behind the head, at the last refresh.
+/// The longest any agent has been behind the head, at the last scrape.
 pub(crate) const AGENT_OLDEST_LAG: &str = "cattail_agent_oldest_lag_seconds";
 /// Catch-ups and resyncs, by `mode` (snapshot, digest, deltas) and `reason`.
 pub(crate) const RESYNCS: &str = "cattail_resyncs_total";
