@@ -320,12 +320,16 @@ async fn run_browser(browser: &Path, args: &[&str]) -> String {
     String::from_utf8(output.stdout).unwrap()
 }
 
+/// A request (target, headers) and what it must get: a status code, and `json`, `html` or a
+/// message in the body.
+type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], u16, &'a str);
+
 #[tokio::test]
 async fn odd_accept_headers_and_queries_get_sensible_answers() {
     let server = TestServer::start(config()).await;
     let admin = admin_endpoint(&server).await;
     let long = "text/html;q=0.1,".repeat(1000);
-    let cases: &[(&str, &[(&str, &str)], u16, &str)] = &[
+    let cases: &[Case<'_>] = &[
         ("/status", &[], 200, "json"),
         ("/status", &[("Accept", "*/*")], 200, "json"),
         ("/status", &[("Accept", "text/html,*/*;q=0.8")], 200, "html"),
