@@ -154,7 +154,8 @@ impl Fleet {
     /// The fleet at `head`, with the `top` slowest agents (at most [`MAX_SLOWEST`]).
     ///
     /// `behind_for(r)` is how long ago the first batch after `r` was published: how long an
-    /// agent at `r` has been behind. The lock is held only to copy the records out.
+    /// agent at `r` has been behind, or connected if that is shorter. The lock is held only to
+    /// copy the records out.
     pub(crate) fn report(
         &self,
         head: Revision,
@@ -162,13 +163,19 @@ impl Fleet {
         behind_for: impl Fn(Revision) -> Duration,
     ) -> FleetReport {
         let records: Vec<Arc<AgentRecord>> = self.lock().values().cloned().collect();
+        let now = SystemTime::now();
         let lags = records.iter().map(|record| {
             let (revision, basis) = record.position();
             let lag_revisions = head.get().saturating_sub(revision.get());
+            // An agent still catching up has been behind since it connected, not since the
+            // batch it lacks was published (which may be long before).
+            let connected_for = now
+                .duration_since(record.info.connected_since)
+                .unwrap_or_default();
             let lag = if lag_revisions == 0 {
                 Duration::ZERO
             } else {
-                behind_for(revision)
+                behind_for(revision).min(connected_for)
             };
             Lag {
                 revision,

@@ -14,7 +14,7 @@ fn info(id: &str) -> AgentInfo {
         version: "v1".to_owned(),
         transport: "native",
         resume_mode: "snapshot",
-        connected_since: SystemTime::now(),
+        connected_since: SystemTime::now() - Duration::from_secs(3600),
     }
 }
 
@@ -94,6 +94,21 @@ fn an_agent_is_placed_by_its_acks_or_else_by_what_was_written() {
     assert!(row("quiet").lag_seconds.abs() < 1e-9);
     assert_eq!(report.lag.at_head, 1);
     drop((never_acked, behind, quiet));
+}
+
+#[test]
+fn an_agent_has_been_behind_no_longer_than_it_has_been_connected() {
+    let fleet = Arc::new(Fleet::default());
+    let head = Revision(2000);
+    let catching_up = fleet.join(AgentInfo {
+        connected_since: SystemTime::now() - Duration::from_secs(5),
+        ..info("new")
+    });
+    let report = fleet.report(head, 1, one_second_per_revision(head));
+    let lag = report.slowest[0].lag_seconds;
+    assert!((5.0..6.0).contains(&lag), "{lag}");
+    assert_eq!(report.slowest[0].lag_revisions, 2000);
+    drop(catching_up);
 }
 
 #[test]
