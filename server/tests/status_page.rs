@@ -320,6 +320,40 @@ async fn run_browser(browser: &Path, args: &[&str]) -> String {
     String::from_utf8(output.stdout).unwrap()
 }
 
+on_both_transports!(an_agent_is_listed_with_its_transport_and_resume_mode_until_it_leaves);
+
+async fn an_agent_is_listed_with_its_transport_and_resume_mode_until_it_leaves(
+    transport: cattail_server::grpc::Transport,
+) {
+    let mut server = TestServer::start_on(config(), transport).await;
+    let admin = admin_endpoint(&server).await;
+    server.apply(&[], &[namespace("a", 1)]);
+    let subscriptions = &[("v1/namespaces", false)];
+    let mut first = TestAgent::connect(&server, hello("n1", subscriptions))
+        .await
+        .unwrap();
+    first.synced().await;
+    let status = status_until(admin, "the agent listed", |s| s["fleet"]["agents"] == 1).await;
+    let row = &status["fleet"]["slowest"][0];
+    assert_eq!(row["transport"], transport.to_string(), "{row}");
+    assert_eq!(row["resume_mode"], "snapshot", "{row}");
+    assert_eq!(row["agent_id"], "agent-n1", "{row}");
+    assert_eq!(row["node"], "n1", "{row}");
+    assert_eq!(row["version"], "test", "{row}");
+    let resume = first.resume_hello(false);
+    drop(first);
+    status_until(admin, "the agent gone", |s| s["fleet"]["agents"] == 0).await;
+
+    server.apply(&[], &[namespace("b", 1)]);
+    let mut again = TestAgent::connect(&server, resume).await.unwrap();
+    again.synced().await;
+    let status = status_until(admin, "the agent back", |s| s["fleet"]["agents"] == 1).await;
+    assert_eq!(status["fleet"]["slowest"][0]["resume_mode"], "deltas");
+    drop(again);
+    status_until(admin, "the agent gone again", |s| s["fleet"]["agents"] == 0).await;
+    server.shutdown.cancel();
+}
+
 /// A request (target, headers) and what it must get: a status code, and `json`, `html` or a
 /// message in the body.
 type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], u16, &'a str);
