@@ -1,7 +1,8 @@
 //! `/status` end to end: a real hub, gRPC server and admin endpoint on loopback, 1,000 agents
 //! streaming over the generated client, and the page rendered by a real headless Chromium
 //! (Debian's `chromium` package; `.ci/run` installs it), with a screenshot in
-//! `target/status-page.png`. Also: odd `Accept` headers and queries never get a 500.
+//! `target/status-page.png`. Also: each agent is listed with its transport and resume mode
+//! until it leaves, on both transports; odd `Accept` headers and queries never get a 500.
 //!
 //! The hub is fed directly, as in fanout_grpc.rs, not from Kubernetes: the fleet view is about
 //! agents and revisions, and publishing exact revisions is what puts agents at known lags.
