@@ -1,18 +1,28 @@
 //! The admin HTTP endpoint: `/livez`, `/readyz`, `/metrics` and `/status`.
 //!
+//! `/status` is the replica's state and its fleet of agents (`status`), as an HTML page for
+//! browsers or as JSON for everyone else (`negotiate`, `page`); both are bounded in size
+//! whatever the number of agents. Each `/status` request and each scrape of `/metrics` walks
+//! the connected agents once; the agents' senders never wait for it.
+//!
 //! `/readyz` answers 200 only once every configured resource has completed its first list
 //! (`InSync`), and 503 `WaitingForDatastore` before that, so a Service sends no agent to a
 //! replica that would hand it an incomplete snapshot. Losing the API server later does not
 //! make a replica unready: it keeps serving its last state (`cattail_watch_connected` says so).
 //! `/metrics` renders the process-wide Prometheus recorder. Nothing here blocks the data path.
 
+mod negotiate;
+mod page;
+mod status;
+#[cfg(test)]
+mod tests;
+
 use std::net::SocketAddr;
-use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::State;
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Json};
+use axum::extract::{RawQuery, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Json, Response};
 use axum::routing::get;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
@@ -61,15 +71,14 @@ pub fn metrics_handle() -> PrometheusHandle {
 }
 
 pub use crate::fanout::SyncStatus;
-
-/// What `/status` shows: produced on request by the server.
-pub type StatusFn = Arc<dyn Fn() -> serde_json::Value + Send + Sync>;
+pub use negotiate::{Format, MAX_ACCEPT_BYTES, StatusRequest};
+pub use status::{Status, StatusSource};
 
 #[derive(Clone)]
 struct AdminState {
     sync: SyncStatus,
     metrics: PrometheusHandle,
-    status: StatusFn,
+    status: StatusSource,
 }
 
 /// Serves the admin endpoint on `listener` until `shutdown`.
@@ -77,7 +86,7 @@ pub async fn serve(
     listener: TcpListener,
     sync: SyncStatus,
     metrics: PrometheusHandle,
-    status: StatusFn,
+    status: StatusSource,
     shutdown: CancellationToken,
 ) -> Result<()> {
     let addr = listener
@@ -108,6 +117,7 @@ async fn readyz(State(state): State<AdminState>) -> impl IntoResponse {
 }
 
 async fn render_metrics(State(state): State<AdminState>) -> impl IntoResponse {
+    state.status.refresh_metrics();
     state.metrics.run_upkeep();
     (
         [("content-type", "text/plain; version=0.0.4")],
@@ -115,15 +125,34 @@ async fn render_metrics(State(state): State<AdminState>) -> impl IntoResponse {
     )
 }
 
-async fn status_page(State(state): State<AdminState>) -> impl IntoResponse {
-    let mut status = (state.status)();
-    if let Some(map) = status.as_object_mut() {
-        let text = if state.sync.get() {
-            "InSync"
-        } else {
-            "WaitingForDatastore"
-        };
-        map.insert("syncStatus".into(), text.into());
+/// `/status`: HTML for browsers, JSON for everyone else, or what `?format=` asks for; a bad
+/// query is a 400 that says what to send, never a 500.
+async fn status_page(
+    State(state): State<AdminState>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let accept: Vec<&[u8]> = headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .map(|value| value.as_bytes())
+        .collect();
+    let request = match StatusRequest::parse(&accept, query.as_deref()) {
+        Ok(request) => request,
+        Err(message) => {
+            return (StatusCode::BAD_REQUEST, [(header::VARY, "Accept")], message).into_response();
+        }
+    };
+    let status = state.status.status(state.sync.get(), request.top);
+    match request.format {
+        Format::Json => ([(header::VARY, "Accept")], Json(status.to_json())).into_response(),
+        Format::Html => (
+            [
+                (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+                (header::VARY, "Accept"),
+            ],
+            page::render(&status).into_string(),
+        )
+            .into_response(),
     }
-    Json(status)
 }

@@ -15,6 +15,7 @@ mod blocking;
 mod catchup;
 mod digests;
 mod encode;
+mod fleet;
 mod hello;
 mod hub;
 mod log;
@@ -35,6 +36,7 @@ use std::time::Duration;
 use crate::config::FanoutSettings;
 
 pub use admission::{Admission, AdmissionFuture, AdmissionRequest, Refusal, RequestedSubscription};
+pub use fleet::{AgentInfo, AgentRow, FleetReport, LagBasis, LagBuckets, MAX_SLOWEST, NEAR_LAG};
 pub use hub::{Hub, HubStats};
 pub use log::{Log, LogEntry, LogItem, LogLimits};
 pub use message::OutgoingMessage;

@@ -15,7 +15,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::admin::{self, StatusFn, SyncStatus};
+use crate::admin::{self, StatusSource, SyncStatus};
 use crate::auth::Authenticator;
 use crate::config::ServerConfig;
 use crate::fanout::{FanoutConfig, Hub, LogLimits, ResourceInfo};
@@ -192,7 +192,7 @@ pub async fn serve(
     );
 
     if let Some(listener) = admin_listener {
-        let status = status_fn(hub.clone(), health);
+        let status = StatusSource::new(hub.clone(), health);
         let token = shutdown.clone();
         let admin_sync = sync.clone();
         tasks.spawn(
@@ -226,24 +226,4 @@ pub async fn serve(
         Some(error) => Err(error),
         None => Ok(()),
     }
-}
-
-/// What `/status` reports: the head, the agents and each watch's health.
-fn status_fn(hub: Hub, health: Vec<(String, Arc<WatchHealth>)>) -> StatusFn {
-    Arc::new(move || {
-        let watches: serde_json::Map<String, serde_json::Value> = health
-            .iter()
-            .map(|(name, h)| {
-                (
-                    name.clone(),
-                    serde_json::json!({"connected": h.is_connected()}),
-                )
-            })
-            .collect();
-        let mut status = hub.status();
-        if let Some(map) = status.as_object_mut() {
-            map.insert("watches".into(), watches.into());
-        }
-        status
-    })
 }

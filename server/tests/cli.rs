@@ -268,6 +268,14 @@ async fn serve_gets_ready_and_stops_on_sigterm() {
     let (status, metrics) = get(admin, "/metrics").unwrap();
     assert!(status.contains("200"));
     assert!(metrics.contains("cattail_in_sync 1"), "{metrics}");
+    assert!(metrics.contains("cattail_agents_at_head 0"), "{metrics}");
+    // `/status` without an Accept header stays JSON, with the watches and the (empty) fleet.
+    let (status, body) = get(admin, "/status").unwrap();
+    assert!(status.contains("200"), "{status}");
+    let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(json["syncStatus"], "InSync", "{json}");
+    assert_eq!(json["watches"]["v1/pods"]["connected"], true, "{json}");
+    assert_eq!(json["fleet"]["agents"], 0, "{json}");
     let (_, livez) = get(admin, "/livez").unwrap();
     assert_eq!(livez, "ok");
 

@@ -22,6 +22,7 @@ use super::batch::EncodedBatch;
 use super::blocking::BlockingPool;
 use super::digests::Digests;
 use super::encode;
+use super::fleet::{AgentInfo, Fleet, FleetEntry, FleetReport};
 use super::log::{Log, LogItem};
 use super::resources::{ResourceInfo, ServedResources, Subscription};
 use super::snapshot::{ChunkContext, SnapshotCache};
@@ -88,6 +89,8 @@ struct Shared {
     counters: Counters,
     /// Who may be served what; unset serves every accepted Hello.
     admission: OnceLock<Arc<dyn Admission>>,
+    /// The connected agents, for the fleet view.
+    fleet: Arc<Fleet>,
 }
 
 /// The fan-out's shared state; cheap to clone (one `Arc`).
@@ -171,6 +174,7 @@ impl Hub {
                 pool: BlockingPool::per_core(),
                 counters: Counters::default(),
                 admission: OnceLock::new(),
+                fleet: Arc::default(),
             }),
         }
     }
@@ -326,6 +330,7 @@ impl Hub {
         let stats = self.stats();
         let oldest = self.shared.read().log.oldest().map(Revision::get);
         serde_json::json!({
+            "server_id": self.shared.config.server_id,
             "epoch": self.epoch().to_string(),
             "head": stats.head.get(),
             "in_sync": self.in_sync(),
@@ -435,6 +440,41 @@ impl Hub {
             state.cache = Some(Arc::clone(&cache));
         }
         cache
+    }
+
+    /// Lists an agent in the fleet view until the entry drops.
+    pub(crate) fn join_fleet(&self, info: AgentInfo) -> FleetEntry {
+        self.shared.fleet.join(info)
+    }
+
+    /// The fleet at the head, with its `top` slowest agents (see [`FleetReport`]).
+    ///
+    /// Walks every agent under the read lock, which publishes wait for: call it on request,
+    /// not per delivery. An agent's lag in seconds is the age of the first batch after its
+    /// revision; once that batch has left the log, the age of the oldest batch held (a lower
+    /// bound).
+    pub fn fleet_report(&self, top: usize) -> FleetReport {
+        let state = self.shared.read();
+        let log = &state.log;
+        let now = Instant::now();
+        let oldest = log
+            .oldest()
+            .and_then(|r| log.get(r))
+            .map(|item| item.appended);
+        self.shared.fleet.report(log.head(), top, |revision| {
+            log.get(revision.next())
+                .map(|item| item.appended)
+                .or(oldest)
+                .map_or(std::time::Duration::ZERO, |t| {
+                    now.saturating_duration_since(t)
+                })
+        })
+    }
+
+    /// Sets `cattail_agents_at_head` and `cattail_agent_oldest_lag_seconds` from the fleet.
+    pub fn refresh_fleet_metrics(&self) {
+        let report = self.fleet_report(0);
+        metrics::fleet(report.lag.at_head, report.oldest_lag_seconds);
     }
 
     /// Counts a connected agent until the guard drops.

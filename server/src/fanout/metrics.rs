@@ -41,6 +41,10 @@ pub(crate) const LOG_BATCHES: &str = "cattail_log_batches";
 pub(crate) const REVISION: &str = "cattail_head_revision";
 /// Head minus acked revision, at each ack.
 pub(crate) const AGENT_LAG: &str = "cattail_agent_lag_revisions";
+/// Agents whose revision is the head's, at the last scrape.
+pub(crate) const AGENTS_AT_HEAD: &str = "cattail_agents_at_head";
+/// The longest any agent has been behind the head, at the last scrape.
+pub(crate) const AGENT_OLDEST_LAG: &str = "cattail_agent_oldest_lag_seconds";
 /// Catch-ups and resyncs, by `mode` (snapshot, digest, deltas) and `reason`.
 pub(crate) const RESYNCS: &str = "cattail_resyncs_total";
 /// Streams ended by the server, by `reason`.
@@ -91,6 +95,15 @@ pub fn describe_metrics() {
     );
     describe_gauge!(LOG_BATCHES, "Batches held by the log.");
     describe_gauge!(REVISION, "The newest published revision.");
+    describe_gauge!(
+        AGENTS_AT_HEAD,
+        "Connected agents at the head revision (acked, or written if they never ack)."
+    );
+    describe_gauge!(
+        AGENT_OLDEST_LAG,
+        Unit::Seconds,
+        "How long the agent furthest behind has been behind the head."
+    );
     metrics::describe_histogram!(AGENT_LAG, "Head revision minus an agent's acked revision.");
     describe_counter!(RESYNCS, "Catch-ups and resyncs by mode and reason.");
     describe_counter!(
@@ -123,6 +136,12 @@ pub(crate) fn snapshot_encoded(sizes: Encoded) {
 /// The number of connected agents changed.
 pub(crate) fn connected_agents(now: usize) {
     gauge!(CONNECTED_AGENTS).set(now as f64);
+}
+
+/// The fleet's gauges, refreshed from a walk of the connected agents.
+pub(crate) fn fleet(at_head: usize, oldest_lag_seconds: f64) {
+    gauge!(AGENTS_AT_HEAD).set(at_head as f64);
+    gauge!(AGENT_OLDEST_LAG).set(oldest_lag_seconds);
 }
 
 /// A catch-up or resync started.

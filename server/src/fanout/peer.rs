@@ -21,6 +21,8 @@ pub struct Peer {
     /// The `authorization` metadata, as sent (at most [`MAX_AUTHORIZATION_BYTES`]; longer
     /// values are kept as [`Authorization::TooLong`]).
     pub authorization: Option<Authorization>,
+    /// The transport serving the stream (`native` or `tonic`), for the fleet view.
+    pub transport: &'static str,
 }
 
 /// The `authorization` metadata of a call.

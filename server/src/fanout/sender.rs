@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 use crate::store::Revision;
 
 use super::catchup::{self, Plan, Step, heartbeat_piece, synced_piece};
+use super::fleet::{AgentInfo, FleetEntry};
 use super::hello::{self, AgentHello};
 use super::message::{MessageSplitter, OutgoingMessage};
 use super::metrics::{self, AgentMetrics};
@@ -75,6 +76,8 @@ pub struct AgentSender<S> {
     metrics: AgentMetrics,
     /// Who opened the stream, for admission with the Hello.
     peer: Peer,
+    /// The agent's place in the fleet view, once its catch-up is planned.
+    fleet: Option<FleetEntry>,
 }
 
 impl<S> AgentSender<S>
@@ -97,6 +100,7 @@ where
             outbound,
             shutdown,
             metrics: AgentMetrics::new(),
+            fleet: None,
         }
     }
 
@@ -145,6 +149,7 @@ where
         );
         // The credentials are needed only here: the stream keeps nothing of them.
         let peer = std::mem::take(&mut self.peer);
+        let transport = peer.transport;
         tracing::debug!(peer = ?peer, "the agent's credentials");
         if let Some(admission) = self.hub.admission().cloned() {
             let request = agent.admission_request(self.hub.resources());
@@ -164,7 +169,10 @@ where
         }
         // Boxed, as is a resync below: the stream's future stays the size of what it keeps
         // while following the head, not of a catch-up that runs once (docs/BENCHMARKS.md).
-        let cursor = Box::pin(self.catch_up(&mut agent)).await?;
+        let cursor = Box::pin(self.catch_up(&mut agent, transport)).await?;
+        if let Some(fleet) = &self.fleet {
+            fleet.written(cursor);
+        }
         self.live(&agent, cursor).await
     }
 
@@ -186,8 +194,24 @@ where
     }
 
     /// Sends the Welcome and brings the agent to a `Synced`; returns the agent's revision.
-    async fn catch_up(&mut self, agent: &mut AgentHello) -> Result<Revision> {
+    async fn catch_up(
+        &mut self,
+        agent: &mut AgentHello,
+        transport: &'static str,
+    ) -> Result<Revision> {
         let plan = catchup::plan(&self.hub, agent);
+        self.fleet = Some(self.hub.join_fleet(AgentInfo {
+            node: agent.node_name.clone(),
+            agent_id: agent.agent_id.clone(),
+            version: agent.agent_version.clone(),
+            transport,
+            resume_mode: match &plan {
+                Plan::Snapshot { .. } => "snapshot",
+                Plan::Digest(_) => "digest",
+                Plan::Deltas { .. } => "deltas",
+            },
+            connected_since: SystemTime::now(),
+        }));
         // The plan holds what it needs of the digests: the agent keeps O(1) state from here.
         agent.resume = None;
         let agent = &*agent;
@@ -297,6 +321,9 @@ where
                 continue;
             }
             cursor = interest.skip(cursor, self.hub.head());
+            if let Some(fleet) = &self.fleet {
+                fleet.cursor(cursor);
+            }
             tokio::select! {
                 biased;
                 () = self.shutdown.cancelled() => return Err(Error::ShuttingDown),
@@ -341,6 +368,9 @@ where
             } => {
                 let sent = !message.is_empty();
                 self.send(message).await?;
+                if let Some(fleet) = &self.fleet {
+                    fleet.written(cursor);
+                }
                 Delivered {
                     cursor,
                     sent,
@@ -350,12 +380,18 @@ where
             Step::Resync {
                 min_revision,
                 reason,
-            } => Delivered {
-                cursor: Box::pin(self.resync(agent, min_revision, reason)).await?,
-                sent: true,
-                // Batches after the snapshot may be in the log.
-                done: false,
-            },
+            } => {
+                let cursor = Box::pin(self.resync(agent, min_revision, reason)).await?;
+                if let Some(fleet) = &self.fleet {
+                    fleet.written(cursor);
+                }
+                Delivered {
+                    cursor,
+                    sent: true,
+                    // Batches after the snapshot may be in the log.
+                    done: false,
+                }
+            }
         };
         Ok(delivered)
     }
@@ -405,6 +441,9 @@ where
             },
         }
         self.metrics.sent(frames, len);
+        if let Some(fleet) = &self.fleet {
+            fleet.sent(len);
+        }
         // Run by the response body, this future is not polled while HTTP/2 has no room for the
         // agent, so the timer above cannot end a stalled send; the stall shows here instead, once
         // the agent reads again.
@@ -449,6 +488,9 @@ where
                 Some(Message::Ack(ack)) => {
                     let lag = self.hub.head().get().saturating_sub(ack.revision);
                     self.metrics.lag(lag);
+                    if let Some(fleet) = &self.fleet {
+                        fleet.acked(ack.revision);
+                    }
                     tracing::trace!(agent_id = %agent.agent_id, revision = ack.revision, lag, "ack");
                 }
                 // A message from a newer protocol revision: ignored.

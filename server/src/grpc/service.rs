@@ -110,6 +110,7 @@ impl SyncService {
                 .headers()
                 .get(http::header::AUTHORIZATION)
                 .map(|value| Authorization::from_bytes(value.as_bytes())),
+            transport: "tonic",
         };
         let address = peer.address;
         let inbound = RequestMessages::new(

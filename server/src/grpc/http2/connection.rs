@@ -741,6 +741,7 @@ impl Connection {
             address: Some(self.peer),
             certificate: self.certificate.clone(),
             authorization,
+            transport: "native",
         };
         let sender = AgentSender::new(
             services.hub.clone(),
