@@ -52,6 +52,8 @@ pub struct AgentsConfig {
     pub trace_dir: Option<PathBuf>,
     /// The process stops after this long, whatever happens.
     pub max_duration: Duration,
+    /// The CA bundle that signed the server's certificate, for `https://` endpoints.
+    pub ca_file: Option<PathBuf>,
 }
 
 /// Counters of one agent, read by the reporter.
@@ -231,6 +233,10 @@ pub async fn run(config: AgentsConfig) -> anyhow::Result<()> {
     anyhow::ensure!(!config.endpoints.is_empty(), "give at least one --endpoint");
     anyhow::ensure!(config.count > 0, "--count must be at least 1");
     anyhow::ensure!(config.nodes > 0, "--nodes must be at least 1");
+    let tls = match &config.ca_file {
+        Some(path) => Some(light::tls_config(path)?),
+        None => None,
+    };
     let shared = Arc::new(Shared {
         agents: (0..config.count)
             .map(|_| Arc::new(AgentCounters::default()))
@@ -252,6 +258,7 @@ pub async fn run(config: AgentsConfig) -> anyhow::Result<()> {
                 index,
                 node,
                 endpoint,
+                config.ca_file.clone(),
                 counters,
                 shared.clone(),
                 stop.clone(),
@@ -261,6 +268,7 @@ pub async fn run(config: AgentsConfig) -> anyhow::Result<()> {
                 id: format!("lt-agent-{index}"),
                 node,
                 endpoint,
+                tls: tls.clone(),
                 counters,
                 shared: shared.clone(),
                 trace: (i == config.probes).then(|| trace.clone()),

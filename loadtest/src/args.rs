@@ -87,6 +87,9 @@ pub(crate) struct CostArgs {
     /// Run the server under `valgrind --tool=callgrind` and count its instructions.
     #[arg(long)]
     pub(crate) callgrind: bool,
+    /// Serve gRPC over TLS 1.3 (a throwaway CA in OUT/pki); plaintext h2c otherwise.
+    #[arg(long)]
+    pub(crate) tls: bool,
     /// Where report.json (and callgrind.out) go.
     #[arg(long)]
     pub(crate) out: PathBuf,
@@ -106,6 +109,9 @@ pub(crate) struct CostServerArgs {
     pub(crate) rate: u32,
     #[arg(long)]
     pub(crate) seed: u64,
+    /// Serve TLS with `ca.crt`, `tls.crt` and `tls.key` from this directory.
+    #[arg(long)]
+    pub(crate) tls_dir: Option<PathBuf>,
     /// Where to listen (a free loopback port by default).
     #[arg(long, default_value = "127.0.0.1:0")]
     pub(crate) listen: std::net::SocketAddr,
@@ -142,6 +148,10 @@ pub(crate) struct RunArgs {
     /// it); without one, a fresh seed. The report gives every window's seed.
     #[arg(long)]
     pub(crate) churn_seed: Option<u64>,
+    /// Serve gRPC over TLS 1.3 (a throwaway CA and certificate in OUT/pki), as production does;
+    /// without it, plaintext h2c as the runs before session 9.
+    #[arg(long)]
+    pub(crate) tls: bool,
 }
 
 #[derive(Debug, Args)]
@@ -224,6 +234,10 @@ pub(crate) struct AgentsArgs {
     /// Stop after this long, whatever happens.
     #[arg(long, default_value = "2h", value_parser = parse_duration)]
     pub(crate) max_duration: Duration,
+    /// The CA bundle that signed the server's certificate, for `https://` endpoints (checked
+    /// for the name `localhost`).
+    #[arg(long)]
+    pub(crate) ca_file: Option<PathBuf>,
 }
 
 /// A duration like `20s` or `5m`, between 1 s and 24 h.

@@ -46,6 +46,9 @@ impl AgentsProcess {
         if let Some(dir) = &config.trace_dir {
             command.arg("--trace-dir").arg(dir);
         }
+        if let Some(ca) = &config.ca_file {
+            command.arg("--ca-file").arg(ca);
+        }
         let mut child = command
             .env_remove("CATTAIL_ENDPOINTS")
             .stdin(Stdio::piped())

@@ -24,12 +24,13 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use bytes::Bytes;
-use cattail_server::config::{ResourceConfig, ServerConfig};
+use cattail_server::config::{ResourceConfig, ServerConfig, TlsConfig};
 use cattail_server::fanout::{Hub, ResourceInfo};
 use cattail_server::k8s::project::{self, Projection};
 use cattail_server::k8s::watch::{WatchEvent, WatchInput};
 use cattail_server::serve::ServeOptions;
 use cattail_server::store::{ObjectKey, Store};
+use cattail_server::tls::ServerTls;
 use cattail_server::writer::Writer;
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
@@ -40,6 +41,7 @@ use crate::agents::AgentsConfig;
 use crate::child::AgentsProcess;
 use crate::churn::{Plan, Write};
 use crate::objects::{self, STAMP_ANNOTATION};
+use crate::pki::Pki;
 use crate::scenario::Scenario;
 use crate::server::{loadtest_config, parse_metrics};
 
@@ -94,6 +96,8 @@ pub struct CostConfig {
     pub seed: u64,
     /// Run the server under callgrind, writing its output here.
     pub callgrind_out: Option<PathBuf>,
+    /// Serve TLS with the [`Pki`] in this directory (the driver creates it); h2c otherwise.
+    pub tls_dir: Option<PathBuf>,
 }
 
 /// The server's config for the replay: the load test's (the default profile plus the stamp).
@@ -389,7 +393,15 @@ pub async fn serve(config: CostConfig, listen: std::net::SocketAddr) -> anyhow::
         .install_recorder()
         .context("cannot install the metrics recorder")?;
     let server_config = replay_config()?;
-    let options = ServeOptions::from_config(server_config.clone())?;
+    let mut options = ServeOptions::from_config(server_config.clone())?;
+    if let Some(dir) = &config.tls_dir {
+        let tls = TlsConfig {
+            cert_file: Some(dir.join("tls.crt")),
+            key_file: Some(dir.join("tls.key")),
+            ..TlsConfig::default()
+        };
+        options.grpc.tls = Some(ServerTls::load(&tls)?);
+    }
     let resources: Vec<_> = server_config
         .resources
         .iter()
@@ -491,6 +503,10 @@ pub fn callgrind_total(path: &Path) -> anyhow::Result<u64> {
 
 /// Runs one measurement: the `cost-server` child (under callgrind if asked), agents, the replay.
 pub async fn measure(config: CostConfig) -> anyhow::Result<CostReport> {
+    let pki = match &config.tls_dir {
+        Some(dir) => Some(Pki::create(dir)?),
+        None => None,
+    };
     let exe = std::env::current_exe().context("cannot find this executable")?;
     let exe = crate::child::loadtest_binary(&exe);
     let mut command = match &config.callgrind_out {
@@ -511,7 +527,11 @@ pub async fn measure(config: CostConfig) -> anyhow::Result<CostReport> {
         .arg(format!("--agents={}", config.agents))
         .arg(format!("--writes={}", config.writes))
         .arg(format!("--rate={}", config.rate))
-        .arg(format!("--seed={}", config.seed))
+        .arg(format!("--seed={}", config.seed));
+    if let Some(dir) = &config.tls_dir {
+        command.arg("--tls-dir").arg(dir);
+    }
+    command
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -538,8 +558,9 @@ pub async fn measure(config: CostConfig) -> anyhow::Result<CostReport> {
     .await
     .context("the cost server did not start")??;
 
+    let scheme = if pki.is_some() { "https" } else { "http" };
     let mut agents = AgentsProcess::spawn(&AgentsConfig {
-        endpoints: vec![format!("http://{addr}")],
+        endpoints: vec![format!("{scheme}://{addr}")],
         count: config.agents,
         first_index: 0,
         nodes: config.scenario.nodes,
@@ -547,6 +568,7 @@ pub async fn measure(config: CostConfig) -> anyhow::Result<CostReport> {
         kubeconfig: None,
         trace_dir: None,
         max_duration: Duration::from_secs(6 * 3600),
+        ca_file: pki.map(|p| p.ca_file),
     })?;
     agents
         .wait_synced(config.agents, Duration::from_secs(60 * slow))
@@ -584,7 +606,7 @@ pub async fn measure(config: CostConfig) -> anyhow::Result<CostReport> {
     Ok(CostReport {
         workload: json!({"nodes": config.scenario.nodes, "pods": config.scenario.pods,
             "agents": config.agents, "writes": config.writes, "rate": config.rate,
-            "seed": config.seed}),
+            "seed": config.seed, "tls": config.tls_dir.is_some()}),
         instructions_per_delivery: instructions.map(|i| per(i as f64)),
         instructions,
         cpu_us_per_delivery: per(replay.cpu_seconds * 1e6),

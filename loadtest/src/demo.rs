@@ -48,6 +48,7 @@ async fn run(duration: Duration, agents: u32) -> anyhow::Result<()> {
         &dir,
         (grpc, admin),
         server::GrpcTransport::default(),
+        None,
         Duration::from_secs(120),
     )
     .await?;
@@ -64,6 +65,7 @@ async fn run(duration: Duration, agents: u32) -> anyhow::Result<()> {
         kubeconfig: Some(env.kubeconfig_path().to_path_buf()),
         trace_dir: None,
         max_duration: duration + Duration::from_secs(600),
+        ca_file: None,
     })?;
     let took = fleet.wait_synced(agents, Duration::from_secs(120)).await?;
     eprintln!(

@@ -17,6 +17,7 @@ pub mod direct;
 pub mod flood;
 pub mod objects;
 pub mod pacer;
+pub mod pki;
 pub mod plot;
 pub mod procstat;
 pub mod report;

@@ -55,6 +55,7 @@ async fn main() -> anyhow::Result<()> {
                 kubeconfig: args.kubeconfig,
                 trace_dir: args.trace_dir,
                 max_duration: args.max_duration,
+                ca_file: args.ca_file,
             })
             .await?;
         }
@@ -73,6 +74,7 @@ async fn main() -> anyhow::Result<()> {
                 probes: args.probes,
                 transport: args.grpc_transport,
                 churn_seed: args.churn_seed.unwrap_or_else(churn::fresh_seed),
+                tls: args.tls,
             })
             .await?;
             println!("{}", report.markdown(scenario.agents));
@@ -89,6 +91,7 @@ async fn main() -> anyhow::Result<()> {
                 rate: args.rate,
                 seed: args.seed,
                 callgrind_out: args.callgrind.then(|| args.out.join("callgrind.out")),
+                tls_dir: args.tls.then(|| args.out.join("pki")),
             })
             .await?;
             let json = serde_json::to_string_pretty(&report)?;
@@ -104,6 +107,7 @@ async fn main() -> anyhow::Result<()> {
                     rate: args.rate,
                     seed: args.seed,
                     callgrind_out: None,
+                    tls_dir: args.tls_dir,
                 },
                 args.listen,
             )

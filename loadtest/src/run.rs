@@ -44,6 +44,8 @@ pub struct RunConfig {
     pub transport: GrpcTransport,
     /// The churn's seed: each window plans its writes from a seed derived from it.
     pub churn_seed: u64,
+    /// Serve gRPC over TLS (a throwaway CA in the output directory); h2c otherwise.
+    pub tls: bool,
 }
 
 /// Agents per child process: each agent holds about two descriptors, under the 20,000 limit.
@@ -102,7 +104,7 @@ pub async fn run(config: RunConfig) -> anyhow::Result<Report> {
         .with_context(|| format!("cannot create {}", config.out.display()))?;
     let out = std::fs::canonicalize(&config.out)?;
     let mut report = Report {
-        scenario: serde_json::json!({"name": config.name, "sizes": s, "duration_s": config.duration.as_secs_f64(), "grpc_transport": config.transport.to_string()}),
+        scenario: serde_json::json!({"name": config.name, "sizes": s, "duration_s": config.duration.as_secs_f64(), "grpc_transport": config.transport.to_string(), "tls": config.tls}),
         cores: std::thread::available_parallelism().map_or(1, usize::from),
         ..Report::default()
     };
@@ -137,6 +139,11 @@ pub async fn run(config: RunConfig) -> anyhow::Result<Report> {
     churn::churn(&client, &s, limits(config.duration), window_seed(0)).await;
     report.apiserver_alone = usage(api_pid, before, started);
 
+    let pki = if config.tls {
+        Some(crate::pki::Pki::create(&out.join("pki"))?)
+    } else {
+        None
+    };
     eprintln!("[run] starting cattail");
     let (grpc, admin) = (server::free_port()?, server::free_port()?);
     let grpc: std::net::SocketAddr = ([127, 0, 0, 1], grpc).into();
@@ -147,6 +154,7 @@ pub async fn run(config: RunConfig) -> anyhow::Result<Report> {
         &out,
         (grpc, admin),
         config.transport,
+        pki.as_ref(),
         Duration::from_secs(120),
     )
     .await?;
@@ -175,6 +183,7 @@ pub async fn run(config: RunConfig) -> anyhow::Result<Report> {
             kubeconfig: Some(env.kubeconfig_path().to_path_buf()),
             trace_dir: (first == 0).then(|| trace_dir.clone()),
             max_duration: Duration::from_secs(6 * 3600),
+            ca_file: pki.as_ref().map(|p| p.ca_file.clone()),
         })?);
         per_process.push(count);
         first += count;
@@ -259,6 +268,7 @@ pub async fn run(config: RunConfig) -> anyhow::Result<Report> {
         &out,
         (grpc, admin),
         config.transport,
+        pki.as_ref(),
         Duration::from_secs(120),
     )
     .await?;

@@ -138,6 +138,8 @@ pub struct ServerProcess {
     pub admin: SocketAddr,
     /// Its log file.
     pub log: PathBuf,
+    /// Whether it serves TLS (agents then use `https://`).
+    pub tls: bool,
 }
 
 impl ServerProcess {
@@ -148,6 +150,7 @@ impl ServerProcess {
         dir: &Path,
         (grpc, admin): (SocketAddr, SocketAddr),
         transport: GrpcTransport,
+        tls: Option<&crate::pki::Pki>,
         ready_within: Duration,
     ) -> anyhow::Result<Self> {
         std::fs::create_dir_all(dir)?;
@@ -158,8 +161,18 @@ impl ServerProcess {
             .create(true)
             .append(true)
             .open(&log)?;
-        let child = Command::new(binary)
-            .arg("serve")
+        let mut command = Command::new(binary);
+        command.arg("serve");
+        match tls {
+            Some(pki) => command
+                .arg("--tls-cert-file")
+                .arg(&pki.cert_file)
+                .arg("--tls-key-file")
+                .arg(&pki.key_file),
+            // Plain h2c, as the runs before `--tls` measured.
+            None => command.arg("--insecure-plaintext"),
+        };
+        let child = command
             .arg("--kubeconfig")
             .arg(kubeconfig)
             .arg("--listen")
@@ -172,8 +185,6 @@ impl ServerProcess {
             .arg("5s")
             .arg("--grpc-transport")
             .arg(transport.to_string())
-            // The load test's agents speak h2c until `run --tls` exists (issue 11 item 6).
-            .arg("--insecure-plaintext")
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -186,6 +197,7 @@ impl ServerProcess {
             grpc,
             admin,
             log,
+            tls: tls.is_some(),
         };
         let deadline = tokio::time::Instant::now() + ready_within;
         loop {
@@ -215,7 +227,8 @@ impl ServerProcess {
 
     /// The gRPC endpoint for agents.
     pub fn endpoint(&self) -> String {
-        format!("http://{}", self.grpc)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}", self.grpc)
     }
 
     /// Whether it still runs; an error says how it ended.

@@ -8,7 +8,9 @@ use std::process::Command;
 fn cost(extra: &[&str]) -> serde_json::Value {
     let out = tempfile::tempdir().unwrap();
     let status = Command::new(env!("CARGO_BIN_EXE_cattail-loadtest"))
-        .args(["cost", "--agents", "10", "--writes", "30", "--rate", "30", "--out"])
+        .args([
+            "cost", "--agents", "10", "--writes", "30", "--rate", "30", "--out",
+        ])
         .arg(out.path())
         .args(extra)
         .env("RUST_BACKTRACE", "0")
@@ -19,8 +21,20 @@ fn cost(extra: &[&str]) -> serde_json::Value {
 }
 
 #[test]
-fn a_replay_delivers_what_it_counts() {
+fn a_replay_delivers_what_it_counts_in_plaintext_and_over_tls() {
     let report = cost(&[]);
+    check(&report);
+    let tls = cost(&["--tls"]);
+    assert_eq!(tls["workload"]["tls"], true, "{tls}");
+    check(&tls);
+    // The same writes reach the same agents: the replay is fixed by its seed.
+    assert_eq!(
+        tls["replay"]["deliveries"], report["replay"]["deliveries"],
+        "{tls} {report}"
+    );
+}
+
+fn check(report: &serde_json::Value) {
     let replay = &report["replay"];
     assert_eq!(replay["writes"], 30, "{report}");
     let deliveries = replay["deliveries"].as_u64().unwrap();

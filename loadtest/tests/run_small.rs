@@ -21,6 +21,8 @@ fn a_tiny_run_writes_a_sane_report() {
             "10",
             "--churn-seed",
             "77",
+            // As production serves: TLS, probes (cattail-client) and light agents alike.
+            "--tls",
             "--out",
         ])
         .arg(out.path())
@@ -70,4 +72,5 @@ fn a_tiny_run_writes_a_sane_report() {
     let md = std::fs::read_to_string(out.path().join("report.md")).unwrap();
     assert!(md.contains("server CPU per delivery"), "{md}");
     assert!(md.contains("changed the projection"), "{md}");
+    assert_eq!(report["scenario"]["tls"], true, "{report}");
 }

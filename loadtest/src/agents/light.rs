@@ -96,6 +96,8 @@ pub struct LightAgent {
     pub node: String,
     /// The endpoint it connects to.
     pub endpoint: String,
+    /// TLS settings for an `https://` endpoint.
+    pub tls: Option<tonic::transport::ClientTlsConfig>,
     /// Its counters.
     pub counters: Arc<AgentCounters>,
     /// The process's shared state.
@@ -104,6 +106,16 @@ pub struct LightAgent {
     pub trace: Option<Arc<Trace>>,
     /// Whether it decodes payloads for write stamps (end-to-end latency).
     pub stamps: bool,
+}
+
+/// TLS for light agents: trust the CA bundle at `ca_file`, and check the server's certificate
+/// for `localhost` (the load test's servers listen on loopback addresses).
+pub(super) fn tls_config(ca_file: &Path) -> anyhow::Result<tonic::transport::ClientTlsConfig> {
+    let pem = std::fs::read(ca_file)
+        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", ca_file.display()))?;
+    Ok(tonic::transport::ClientTlsConfig::new()
+        .ca_certificate(tonic::transport::Certificate::from_pem(pem))
+        .domain_name("localhost"))
 }
 
 /// Where a stream left the agent, for its next resume.
@@ -180,10 +192,15 @@ impl LightAgent {
     /// One stream, until it fails (an error message) or the server ends it (`Ok`).
     async fn stream(&self, resume: &mut ResumePoint, started: Instant) -> Result<(), String> {
         let connect_start = Instant::now();
-        let endpoint = tonic::transport::Endpoint::from_shared(self.endpoint.clone())
+        let mut endpoint = tonic::transport::Endpoint::from_shared(self.endpoint.clone())
             .map_err(|e| format!("bad endpoint {}: {e}", self.endpoint))?
             .connect_timeout(Duration::from_secs(5))
             .max_frame_size(cattail_proto::AGENT_MAX_FRAME_BYTES);
+        if let Some(tls) = &self.tls {
+            endpoint = endpoint
+                .tls_config(tls.clone())
+                .map_err(|e| format!("bad TLS settings for {}: {e}", self.endpoint))?;
+        }
         let channel = endpoint
             .connect()
             .await

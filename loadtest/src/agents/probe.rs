@@ -59,6 +59,7 @@ pub(super) async fn run(
     index: u32,
     node: String,
     endpoint: String,
+    ca_file: Option<std::path::PathBuf>,
     counters: Arc<AgentCounters>,
     shared: Arc<Shared>,
     stop: CancellationToken,
@@ -72,9 +73,21 @@ pub(super) async fn run(
             Some(if *scoped { s.node_scoped() } else { s })
         })
         .collect();
-    let client = Client::new([endpoint])
+    let mut client = Client::new([endpoint])
         .agent_id(format!("lt-probe-{index}"))
         .node_name(node);
+    if let Some(ca_file) = ca_file {
+        let tls = cattail_client::ClientTls::new()
+            .ca_file(ca_file)
+            .map(|tls| tls.server_name("localhost"));
+        match tls {
+            Ok(tls) => client = client.tls(tls),
+            Err(error) => {
+                shared.error(format!("probe TLS settings: {error}"));
+                return;
+            }
+        }
+    }
     let mut events = match client.subscribe(&subscriptions) {
         Ok(events) => events,
         Err(error) => {
