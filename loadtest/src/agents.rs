@@ -257,8 +257,10 @@ pub async fn run(config: AgentsConfig) -> anyhow::Result<()> {
                 probes.clone(),
                 index,
                 node,
-                endpoint,
-                config.ca_file.clone(),
+                probe::Target {
+                    endpoint,
+                    ca_file: config.ca_file.clone(),
+                },
                 counters,
                 shared.clone(),
                 stop.clone(),

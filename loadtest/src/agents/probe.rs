@@ -53,13 +53,18 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// Where a probe connects, and the CA bundle it trusts for an `https://` endpoint.
+pub(super) struct Target {
+    pub(super) endpoint: String,
+    pub(super) ca_file: Option<std::path::PathBuf>,
+}
+
 /// Runs probe agent `index` until `stop`.
 pub(super) async fn run(
     probes: Probes,
     index: u32,
     node: String,
-    endpoint: String,
-    ca_file: Option<std::path::PathBuf>,
+    Target { endpoint, ca_file }: Target,
     counters: Arc<AgentCounters>,
     shared: Arc<Shared>,
     stop: CancellationToken,
