@@ -1,0 +1,152 @@
+//! The `netpol-agent` binary: flags, then [`netpol_agent::agent::run`], printing every change
+//! as a JSON line on stdout and, with `--listen`, serving the whole state at `GET /state`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use cattail_client::{Client, ClientTls, TokenFile};
+use clap::Parser;
+use netpol_agent::agent;
+use netpol_agent::changes::diff;
+use netpol_agent::ipsets::NodeState;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+/// Computes the IP sets this node's NetworkPolicies need, from a cattail server or directly
+/// from the API server, and prints every change as a JSON line.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Args {
+    /// A cattail server endpoint (`https://host:port`, or `http://` for a plaintext server);
+    /// repeat for several replicas.
+    #[arg(long = "endpoint", env = "CATTAIL_ENDPOINTS", value_delimiter = ',',
+        required_unless_present = "direct", conflicts_with = "direct")]
+    endpoints: Vec<String>,
+
+    /// Watch the API server directly (in-cluster config or kubeconfig) instead of cattail.
+    #[arg(long)]
+    direct: bool,
+
+    /// The node this agent runs on.
+    #[arg(long, env = "NODE_NAME")]
+    node_name: String,
+
+    /// Serve the whole state as JSON at `GET /state` on this address.
+    #[arg(long, env = "NETPOL_AGENT_LISTEN")]
+    listen: Option<SocketAddr>,
+
+    /// The CA bundle (PEM) that verifies the server's certificate; required for `https://`.
+    #[arg(long, env = "CATTAIL_TLS_CA_FILE")]
+    tls_ca_file: Option<PathBuf>,
+
+    /// A client certificate (PEM) for servers that verify agents; needs --tls-key-file.
+    #[arg(long, env = "CATTAIL_TLS_CERT_FILE", requires = "tls_key_file")]
+    tls_cert_file: Option<PathBuf>,
+
+    /// The private key (PEM) of --tls-cert-file.
+    #[arg(long, env = "CATTAIL_TLS_KEY_FILE", requires = "tls_cert_file")]
+    tls_key_file: Option<PathBuf>,
+
+    /// The name to verify in the server's certificate, when the endpoint is an address.
+    #[arg(long, env = "CATTAIL_TLS_SERVER_NAME")]
+    tls_server_name: Option<String>,
+
+    /// A file holding a bearer token (a projected ServiceAccount token), read again before
+    /// every reconnect.
+    #[arg(long, env = "CATTAIL_TOKEN_FILE")]
+    token_file: Option<PathBuf>,
+}
+
+impl Args {
+    async fn client(&self) -> anyhow::Result<Client> {
+        if self.direct {
+            let kube = kube::Client::try_default()
+                .await
+                .context("--direct: no in-cluster config or kubeconfig")?;
+            return Ok(Client::direct(kube));
+        }
+        let mut client = Client::new(&self.endpoints)
+            .agent_id(format!("netpol-agent/{}", self.node_name))
+            .agent_version(concat!("netpol-agent/", env!("CARGO_PKG_VERSION")))
+            .node_name(&self.node_name);
+        if self.tls_ca_file.is_some() || self.tls_cert_file.is_some() || self.tls_server_name.is_some() {
+            let mut tls = ClientTls::new();
+            if let Some(ca) = &self.tls_ca_file {
+                tls = tls.ca_file(ca).context("--tls-ca-file")?;
+            }
+            if let (Some(cert), Some(key)) = (&self.tls_cert_file, &self.tls_key_file) {
+                tls = tls.identity_files(cert, key).context("--tls-cert-file, --tls-key-file")?;
+            }
+            if let Some(name) = &self.tls_server_name {
+                tls = tls.server_name(name);
+            }
+            client = client.tls(tls);
+        }
+        if let Some(path) = &self.token_file {
+            client = client.token_file(TokenFile::new(path).context("--token-file")?);
+        }
+        Ok(client)
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let args = Args::parse();
+    let client = args.client().await?;
+    let shutdown = CancellationToken::new();
+    tokio::spawn({
+        let shutdown = shutdown.clone();
+        async move {
+            let _ = tokio::signal::ctrl_c().await;
+            shutdown.cancel();
+        }
+    });
+    let (state, states) = watch::channel(Arc::new(NodeState::default()));
+    if let Some(addr) = args.listen {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("--listen {addr}"))?;
+        let app = axum::Router::new().route(
+            "/state",
+            axum::routing::get({
+                let states = states.clone();
+                move || async move { axum::Json(NodeState::clone(&states.borrow())) }
+            }),
+        );
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            let served = axum::serve(listener, app)
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await;
+            if let Err(error) = served {
+                tracing::error!(%error, "the state endpoint failed");
+            }
+        });
+    }
+    tokio::spawn(print_changes(states));
+    agent::run(client, &args.node_name, state, shutdown).await?;
+    Ok(())
+}
+
+/// Prints the changes between consecutive states as JSON lines.
+async fn print_changes(mut states: watch::Receiver<Arc<NodeState>>) {
+    let mut printed = Arc::new(NodeState::default());
+    while states.changed().await.is_ok() {
+        let current = Arc::clone(&states.borrow_and_update());
+        for change in diff(&printed, &current) {
+            match serde_json::to_string(&change) {
+                Ok(line) => println!("{line}"),
+                Err(error) => tracing::error!(%error, "cannot print a change"),
+            }
+        }
+        printed = current;
+    }
+}
