@@ -188,9 +188,14 @@ mod tests {
     fn errors_and_excepts_are_reported_when_they_change() {
         let mut old = state(&[("a/p", "ingress[0].from[0]", &["10.0.0.0/8"])], &[]);
         let mut new = old.clone();
-        new.sets.get_mut("a/p").unwrap().get_mut("ingress[0].from[0]").unwrap().except =
-            BTreeSet::from([net("10.1.0.0/16")]);
-        new.errors.insert("a/bad".into(), "spec.podSelector: oops".into());
+        new.sets
+            .get_mut("a/p")
+            .unwrap()
+            .get_mut("ingress[0].from[0]")
+            .unwrap()
+            .except = BTreeSet::from([net("10.1.0.0/16")]);
+        new.errors
+            .insert("a/bad".into(), "spec.podSelector: oops".into());
         assert_eq!(
             lines(&diff(&old, &new)),
             [
@@ -198,7 +203,8 @@ mod tests {
                 r#"{"policy":"a/p","rule":"ingress[0].from[0]","added":[],"removed":[],"except":["10.1.0.0/16"]}"#,
             ]
         );
-        old.errors.insert("a/bad".into(), "spec.podSelector: oops".into());
+        old.errors
+            .insert("a/bad".into(), "spec.podSelector: oops".into());
         new.errors.clear();
         assert_eq!(
             lines(&diff(&old, &new))[0],

@@ -57,7 +57,9 @@ impl Endpoint {
                 Ok(ip) => {
                     ips.insert(IpNet::from(ip));
                 }
-                Err(_) => tracing::warn!(%namespace, %name, ip = %pod_ip.ip, "pod IP does not parse; left out"),
+                Err(_) => {
+                    tracing::warn!(%namespace, %name, ip = %pod_ip.ip, "pod IP does not parse; left out")
+                }
             }
         }
         if ips.is_empty() {
@@ -66,7 +68,9 @@ impl Endpoint {
         Some(Endpoint {
             namespace,
             name,
-            node: spec.and_then(|spec| spec.node_name.clone()).unwrap_or_default(),
+            node: spec
+                .and_then(|spec| spec.node_name.clone())
+                .unwrap_or_default(),
             labels: pod.metadata.labels.clone().unwrap_or_default(),
             ips,
         })

@@ -21,8 +21,13 @@ use tokio_util::sync::CancellationToken;
 struct Args {
     /// A cattail server endpoint (`https://host:port`, or `http://` for a plaintext server);
     /// repeat for several replicas.
-    #[arg(long = "endpoint", env = "CATTAIL_ENDPOINTS", value_delimiter = ',',
-        required_unless_present = "direct", conflicts_with = "direct")]
+    #[arg(
+        long = "endpoint",
+        env = "CATTAIL_ENDPOINTS",
+        value_delimiter = ',',
+        required_unless_present = "direct",
+        conflicts_with = "direct"
+    )]
     endpoints: Vec<String>,
 
     /// Watch the API server directly (in-cluster config or kubeconfig) instead of cattail.
@@ -71,13 +76,18 @@ impl Args {
             .agent_id(format!("netpol-agent/{}", self.node_name))
             .agent_version(concat!("netpol-agent/", env!("CARGO_PKG_VERSION")))
             .node_name(&self.node_name);
-        if self.tls_ca_file.is_some() || self.tls_cert_file.is_some() || self.tls_server_name.is_some() {
+        if self.tls_ca_file.is_some()
+            || self.tls_cert_file.is_some()
+            || self.tls_server_name.is_some()
+        {
             let mut tls = ClientTls::new();
             if let Some(ca) = &self.tls_ca_file {
                 tls = tls.ca_file(ca).context("--tls-ca-file")?;
             }
             if let (Some(cert), Some(key)) = (&self.tls_cert_file, &self.tls_key_file) {
-                tls = tls.identity_files(cert, key).context("--tls-cert-file, --tls-key-file")?;
+                tls = tls
+                    .identity_files(cert, key)
+                    .context("--tls-cert-file, --tls-key-file")?;
             }
             if let Some(name) = &self.tls_server_name {
                 tls = tls.server_name(name);

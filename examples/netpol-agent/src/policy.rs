@@ -171,8 +171,16 @@ pub fn compile(policy: &NetworkPolicy) -> Result<CompiledPolicy> {
 
 fn count_peers(policy: &NetworkPolicy) -> usize {
     let Some(spec) = &policy.spec else { return 0 };
-    let from = spec.ingress.iter().flatten().map(|r| r.from.as_ref().map_or(0, Vec::len));
-    let to = spec.egress.iter().flatten().map(|r| r.to.as_ref().map_or(0, Vec::len));
+    let from = spec
+        .ingress
+        .iter()
+        .flatten()
+        .map(|r| r.from.as_ref().map_or(0, Vec::len));
+    let to = spec
+        .egress
+        .iter()
+        .flatten()
+        .map(|r| r.to.as_ref().map_or(0, Vec::len));
     from.chain(to).sum()
 }
 
@@ -265,10 +273,9 @@ fn check_requirement(requirement: &LabelSelectorRequirement) -> Result<(), Strin
             "operator {} needs at least one value",
             requirement.operator
         )),
-        "Exists" | "DoesNotExist" if !values.is_empty() => Err(format!(
-            "operator {} takes no values",
-            requirement.operator
-        )),
+        "Exists" | "DoesNotExist" if !values.is_empty() => {
+            Err(format!("operator {} takes no values", requirement.operator))
+        }
         "In" | "NotIn" | "Exists" | "DoesNotExist" => Ok(()),
         other => Err(format!(
             "unknown operator {other:?}; use In, NotIn, Exists or DoesNotExist"

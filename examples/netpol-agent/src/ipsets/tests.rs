@@ -61,13 +61,31 @@ fn pods_that_are_not_endpoints_are_left_out_as_the_default_profile_does() {
     );
 
     let no_ip = pod("a", "p", "n1", json!({}), json!({"phase": "Pending"}));
-    let empty_ips = pod("a", "p", "n1", json!({}), json!({"phase": "Running", "podIPs": []}));
-    let no_status: Pod = serde_json::from_value(json!({"metadata": {"name": "p", "namespace": "a"}}))
-        .unwrap();
+    let empty_ips = pod(
+        "a",
+        "p",
+        "n1",
+        json!({}),
+        json!({"phase": "Running", "podIPs": []}),
+    );
+    let no_status: Pod =
+        serde_json::from_value(json!({"metadata": {"name": "p", "namespace": "a"}})).unwrap();
     let mut host = ok.clone();
     host.spec.as_mut().unwrap().host_network = Some(true);
-    let succeeded = pod("a", "p", "n1", json!({}), json!({"phase": "Succeeded", "podIPs": [{"ip": "10.0.0.1"}]}));
-    let failed = pod("a", "p", "n1", json!({}), json!({"phase": "Failed", "podIPs": [{"ip": "10.0.0.1"}]}));
+    let succeeded = pod(
+        "a",
+        "p",
+        "n1",
+        json!({}),
+        json!({"phase": "Succeeded", "podIPs": [{"ip": "10.0.0.1"}]}),
+    );
+    let failed = pod(
+        "a",
+        "p",
+        "n1",
+        json!({}),
+        json!({"phase": "Failed", "podIPs": [{"ip": "10.0.0.1"}]}),
+    );
     let bad_ip = pod("a", "p", "n1", json!({}), running(&["10.0.0.300"]));
     for (what, pod) in [
         ("no IP", no_ip),
@@ -82,7 +100,10 @@ fn pods_that_are_not_endpoints_are_left_out_as_the_default_profile_does() {
     }
     // One bad IP of two leaves the good one.
     let half = pod("a", "p", "n1", json!({}), running(&["nope", "10.0.0.2"]));
-    assert_eq!(strings(&Endpoint::from_pod(&half).unwrap().ips), ["10.0.0.2/32"]);
+    assert_eq!(
+        strings(&Endpoint::from_pod(&half).unwrap().ips),
+        ["10.0.0.2/32"]
+    );
 }
 
 /// The cluster of the testenv test's first step, computed by hand.
@@ -92,7 +113,13 @@ fn a_node_gets_the_sets_of_the_policies_of_its_pods_over_the_whole_cluster() {
         endpoint("prod", "web-1", "node-1", json!({"app": "web"}), "10.1.0.1"),
         endpoint("prod", "db-1", "node-2", json!({"app": "db"}), "10.1.0.2"),
         endpoint("dev", "web-2", "node-2", json!({"app": "web"}), "10.2.0.1"),
-        endpoint("dev", "client", "node-1", json!({"app": "client"}), "10.2.0.2"),
+        endpoint(
+            "dev",
+            "client",
+            "node-1",
+            json!({"app": "client"}),
+            "10.2.0.2",
+        ),
         // In a namespace the agent has not seen: no namespace selector matches it.
         endpoint("new", "x", "node-2", json!({"app": "web"}), "10.3.0.1"),
     ];
@@ -120,32 +147,63 @@ fn a_node_gets_the_sets_of_the_policies_of_its_pods_over_the_whole_cluster() {
                    "ingress": [{"from": [{"namespaceSelector": {}}]}]}),
         ),
         // Applies to every pod of dev, with no peers.
-        policy("dev", "deny", json!({"podSelector": {}, "policyTypes": ["Ingress"]})),
+        policy(
+            "dev",
+            "deny",
+            json!({"podSelector": {}, "policyTypes": ["Ingress"]}),
+        ),
     ];
     let errors = BTreeMap::from([("prod/bad".to_owned(), "broken".to_owned())]);
-    let state = compute("node-1", &endpoints, &namespaces(), &policies, errors.clone());
+    let state = compute(
+        "node-1",
+        &endpoints,
+        &namespaces(),
+        &policies,
+        errors.clone(),
+    );
     assert_eq!(
         state.flat_sets(),
         flat(&[
             ("prod/web egress[0].to[0]", &["10.1.0.1/32", "10.1.0.2/32"]),
             ("prod/web ingress[0].from[0]", &["10.1.0.2/32"]),
-            ("prod/web ingress[0].from[1]", &["10.2.0.1/32", "10.2.0.2/32"]),
-            ("prod/web ingress[0].from[2]", &["10.2.0.1/32", "10.2.0.2/32"]),
-            ("prod/web ingress[0].from[3]", &["10.99.0.0/16", "except 10.99.1.0/24"]),
+            (
+                "prod/web ingress[0].from[1]",
+                &["10.2.0.1/32", "10.2.0.2/32"]
+            ),
+            (
+                "prod/web ingress[0].from[2]",
+                &["10.2.0.1/32", "10.2.0.2/32"]
+            ),
+            (
+                "prod/web ingress[0].from[3]",
+                &["10.99.0.0/16", "except 10.99.1.0/24"]
+            ),
         ])
     );
     assert_eq!(
         state.endpoints,
         BTreeMap::from([
-            ("dev/client".to_owned(), BTreeSet::from(["dev/deny".to_owned()])),
-            ("prod/web-1".to_owned(), BTreeSet::from(["prod/web".to_owned()])),
+            (
+                "dev/client".to_owned(),
+                BTreeSet::from(["dev/deny".to_owned()])
+            ),
+            (
+                "prod/web-1".to_owned(),
+                BTreeSet::from(["prod/web".to_owned()])
+            ),
         ])
     );
     assert!(state.sets["dev/deny"].is_empty(), "active, without peers");
     assert_eq!(state.errors, errors);
 
     // node-2 has db-1 and web-2 and x: both prod policies, dev/deny for web-2.
-    let state = compute("node-2", &endpoints, &namespaces(), &policies, BTreeMap::new());
+    let state = compute(
+        "node-2",
+        &endpoints,
+        &namespaces(),
+        &policies,
+        BTreeMap::new(),
+    );
     assert_eq!(
         state.flat_sets()["prod/db ingress[0].from[0]"],
         // Every endpoint in a known namespace; `new` is not known yet.
@@ -155,7 +213,13 @@ fn a_node_gets_the_sets_of_the_policies_of_its_pods_over_the_whole_cluster() {
     assert_eq!(state.endpoints.len(), 3);
 
     // A node without endpoints needs nothing.
-    let state = compute("node-9", &endpoints, &namespaces(), &policies, BTreeMap::new());
+    let state = compute(
+        "node-9",
+        &endpoints,
+        &namespaces(),
+        &policies,
+        BTreeMap::new(),
+    );
     assert_eq!(state, NodeState::default());
 }
 
@@ -167,7 +231,13 @@ fn the_state_serialises_as_the_http_endpoint_shows_it() {
         "all",
         json!({"egress": [{"to": [{"podSelector": {}}, {"ipBlock": {"cidr": "0.0.0.0/0", "except": ["10.0.0.0/8"]}}]}]}),
     )];
-    let state = compute("n", &endpoints, &NamespaceLabels::new(), &policies, BTreeMap::new());
+    let state = compute(
+        "n",
+        &endpoints,
+        &NamespaceLabels::new(),
+        &policies,
+        BTreeMap::new(),
+    );
     assert_eq!(
         serde_json::to_value(&state).unwrap(),
         json!({

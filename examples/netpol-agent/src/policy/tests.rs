@@ -32,8 +32,10 @@ fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
 /// The selector of the policy's single peer, after checking that it is a pod peer in the
 /// policy's own namespace.
 fn only_pod_selector(selector: Value) -> Selector {
-    let compiled =
-        compile(&policy(json!({"ingress": [{"from": [{"podSelector": selector}]}]}))).unwrap();
+    let compiled = compile(&policy(
+        json!({"ingress": [{"from": [{"podSelector": selector}]}]}),
+    ))
+    .unwrap();
     match &compiled.rules[0].peer {
         Peer::Pods {
             namespaces: Namespaces::Own(ns),
@@ -277,7 +279,8 @@ fn bad_peers_and_cidrs_are_refused_with_their_field() {
     // MAX_PEERS itself is allowed, and IPv6 blocks work.
     let at_limit = json!({"ingress": [{"from": vec![json!({"podSelector": {}}); MAX_PEERS]}]});
     assert_eq!(compile(&policy(at_limit)).unwrap().rules.len(), MAX_PEERS);
-    let v6 = json!({"egress": [{"to": [{"ipBlock": {"cidr": "fd00::/64", "except": ["fd00::/80"]}}]}]});
+    let v6 =
+        json!({"egress": [{"to": [{"ipBlock": {"cidr": "fd00::/64", "except": ["fd00::/80"]}}]}]});
     assert!(compile(&policy(v6)).is_ok());
 }
 
@@ -288,5 +291,9 @@ fn a_policy_without_name_or_spec_is_refused() {
     let no_spec: NetworkPolicy =
         serde_json::from_value(json!({"metadata": {"name": "p", "namespace": "a"}})).unwrap();
     assert_eq!(compile(&no_spec).unwrap_err(), Error::NoSpec);
-    assert!(Error::NoSpec.to_string().contains("projection must keep `spec`"));
+    assert!(
+        Error::NoSpec
+            .to_string()
+            .contains("projection must keep `spec`")
+    );
 }

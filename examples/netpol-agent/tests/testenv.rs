@@ -1,0 +1,436 @@
+//! The agent against the real API server from testenv, in both modes at once: one agent on
+//! an in-process cattail server (default profile, no auth), one directly on the API server.
+//! A fixed small scenario changes labels, namespaces, pod IPs and phases, pods and policies;
+//! after each change both agents must hold exactly the hand-written expected state within
+//! one second of the API server accepting the change.
+
+#![allow(clippy::unwrap_used)] // tests fail loudly on purpose
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use cattail_client::Client;
+use cattail_server::serve::{ServeOptions, serve};
+use cattail_testenv::TestEnv;
+use k8s_openapi::api::core::v1::{Namespace, Pod};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use netpol_agent::agent;
+use netpol_agent::ipsets::NodeState;
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// The agents' node.
+const NODE: &str = "node-1";
+/// Starting things: the control plane, the server's first sync, the agents' first lists.
+const START: Duration = Duration::from_secs(90);
+/// What the issue asks: the sets are right within a second of each change.
+const WITHIN: Duration = Duration::from_secs(1);
+
+async fn create<K>(api: &Api<K>, value: Value)
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
+{
+    api.create(
+        &PostParams::default(),
+        &serde_json::from_value(value).unwrap(),
+    )
+    .await
+    .unwrap();
+}
+
+async fn patch<K>(api: &Api<K>, name: &str, value: Value)
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    api.patch(name, &PatchParams::default(), &Patch::Merge(&value))
+        .await
+        .unwrap();
+}
+
+/// Reports a pod's IP (or phase) as a kubelet would.
+async fn status(pods: &Api<Pod>, name: &str, value: Value) {
+    pods.patch_status(
+        name,
+        &PatchParams::default(),
+        &Patch::Merge(&json!({"status": value})),
+    )
+    .await
+    .unwrap();
+}
+
+fn pod(name: &str, node: &str, labels: Value, host_network: bool) -> Value {
+    json!({
+        "metadata": {"name": name, "labels": labels},
+        "spec": {"nodeName": node, "hostNetwork": host_network,
+                 "containers": [{"name": "c", "image": "x"}]},
+    })
+}
+
+async fn run_pod(pods: &Api<Pod>, name: &str, node: &str, labels: Value, ip: &str) {
+    create(pods, pod(name, node, labels, false)).await;
+    status(
+        pods,
+        name,
+        json!({"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}]}),
+    )
+    .await;
+}
+
+/// Two namespaces, six pods (one without an IP yet, one host-networked), three policies.
+async fn seed(client: &kube::Client) {
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    create(
+        &namespaces,
+        json!({"metadata": {"name": "prod", "labels": {"team": "prod", "env": "prod"}}}),
+    )
+    .await;
+    create(
+        &namespaces,
+        json!({"metadata": {"name": "dev", "labels": {"team": "dev"}}}),
+    )
+    .await;
+    let prod: Api<Pod> = Api::namespaced(client.clone(), "prod");
+    let dev: Api<Pod> = Api::namespaced(client.clone(), "dev");
+    run_pod(&prod, "web-1", NODE, json!({"app": "web"}), "10.1.0.1").await;
+    run_pod(&prod, "db-1", "node-2", json!({"app": "db"}), "10.1.0.2").await;
+    run_pod(&dev, "web-2", "node-2", json!({"app": "web"}), "10.2.0.1").await;
+    run_pod(&dev, "client", NODE, json!({"app": "client"}), "10.2.0.2").await;
+    // Not endpoints: no IP yet, and the node's own network.
+    create(&prod, pod("db-2", NODE, json!({"app": "db"}), false)).await;
+    create(&prod, pod("host", NODE, json!({"app": "web"}), true)).await;
+    status(
+        &prod,
+        "host",
+        json!({"phase": "Running", "podIP": "192.168.0.1", "podIPs": [{"ip": "192.168.0.1"}]}),
+    )
+    .await;
+
+    let prod_policies: Api<NetworkPolicy> = Api::namespaced(client.clone(), "prod");
+    create(&prod_policies, json!({"metadata": {"name": "web"}, "spec": {
+        "podSelector": {"matchLabels": {"app": "web"}},
+        "ingress": [{"from": [
+            {"podSelector": {"matchExpressions": [{"key": "app", "operator": "In", "values": ["db", "client"]}]}},
+            {"namespaceSelector": {"matchLabels": {"team": "dev"}}},
+            {"namespaceSelector": {"matchExpressions": [{"key": "env", "operator": "DoesNotExist"}]},
+             "podSelector": {"matchExpressions": [{"key": "app", "operator": "Exists"}]}},
+            {"ipBlock": {"cidr": "10.99.0.0/16", "except": ["10.99.1.0/24"]}},
+        ]}],
+        "egress": [{"to": [{"podSelector": {}}]}],
+    }})).await;
+    create(&prod_policies, json!({"metadata": {"name": "db"}, "spec": {
+        "podSelector": {"matchLabels": {"app": "db"}},
+        "ingress": [{"from": [
+            {"podSelector": {"matchExpressions": [{"key": "app", "operator": "NotIn", "values": ["web"]}]}},
+            {"namespaceSelector": {},
+             "podSelector": {"matchLabels": {"app": "web"},
+                             "matchExpressions": [{"key": "tier", "operator": "DoesNotExist"}]}},
+        ]}],
+    }})).await;
+    let dev_policies: Api<NetworkPolicy> = Api::namespaced(client.clone(), "dev");
+    create(
+        &dev_policies,
+        json!({"metadata": {"name": "deny"},
+        "spec": {"podSelector": {}, "policyTypes": ["Ingress"]}}),
+    )
+    .await;
+}
+
+fn owned<'a>(strings: &'a [&str]) -> impl Iterator<Item = String> + 'a {
+    strings.iter().map(|s| (*s).to_owned())
+}
+
+/// What node-1 must hold: its endpoints' policies and the flat sets.
+#[derive(Debug, PartialEq)]
+struct Expected {
+    endpoints: BTreeMap<String, BTreeSet<String>>,
+    sets: BTreeMap<String, Vec<String>>,
+}
+
+fn expected(endpoints: &[(&str, &[&str])], sets: &[(&str, &[&str])]) -> Expected {
+    Expected {
+        endpoints: endpoints
+            .iter()
+            .map(|(pod, policies)| ((*pod).to_owned(), owned(policies).collect()))
+            .collect(),
+        sets: sets
+            .iter()
+            .map(|(set, members)| ((*set).to_owned(), owned(members).collect()))
+            .collect(),
+    }
+}
+
+fn held(state: &NodeState) -> Expected {
+    assert!(state.errors.is_empty(), "{:?}", state.errors);
+    Expected {
+        endpoints: state.endpoints.clone(),
+        sets: state.flat_sets(),
+    }
+}
+
+/// One agent running `agent::run` in-process.
+struct RunningAgent {
+    mode: &'static str,
+    states: watch::Receiver<Arc<NodeState>>,
+    task: tokio::task::JoinHandle<agent::Result<()>>,
+}
+
+fn start_agent(mode: &'static str, client: Client, shutdown: CancellationToken) -> RunningAgent {
+    let (state, states) = watch::channel(Arc::new(NodeState::default()));
+    let task = tokio::spawn(async move { agent::run(client, NODE, state, shutdown).await });
+    RunningAgent { mode, states, task }
+}
+
+/// Waits until every agent holds `want`, failing after `limit`; returns how long each took.
+async fn converge(
+    agents: &[RunningAgent],
+    want: &Expected,
+    limit: Duration,
+    step: &str,
+) -> Vec<Duration> {
+    let start = Instant::now();
+    let mut took = vec![None; agents.len()];
+    loop {
+        for (i, agent) in agents.iter().enumerate() {
+            if took[i].is_none() && held(&agent.states.borrow()) == *want {
+                took[i] = Some(start.elapsed());
+            }
+        }
+        if took.iter().all(Option::is_some) {
+            return took.into_iter().flatten().collect();
+        }
+        if start.elapsed() > limit {
+            for (i, agent) in agents.iter().enumerate() {
+                assert!(
+                    took[i].is_some(),
+                    "step {step:?}: the {} agent does not hold the expected state after {limit:?}\n got: {:#?}\nwant: {want:#?}",
+                    agent.mode,
+                    held(&agent.states.borrow())
+                );
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_modes_hold_exactly_the_expected_sets_within_a_second_of_each_change() {
+    tokio::time::timeout(Duration::from_secs(240), scenario())
+        .await
+        .expect("the whole scenario took over 240 s");
+}
+
+async fn scenario() {
+    let env = TestEnv::start().await.unwrap();
+    let client = env.client();
+    seed(&client).await;
+
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    let shutdown = CancellationToken::new();
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+    // The default profile, with its `exclude:` rules, and no `auth:`: agents may list every
+    // node's pods.
+    let server = tokio::spawn({
+        let (client, shutdown) = (client.clone(), shutdown.clone());
+        let metrics = cattail_server::admin::metrics_handle();
+        async move {
+            serve(
+                ServeOptions::default(),
+                client,
+                listener,
+                None,
+                metrics,
+                shutdown,
+                Some(ready_tx),
+            )
+            .await
+            .unwrap();
+        }
+    });
+    let _handle = ready_rx.await.unwrap();
+
+    let agents = [
+        start_agent(
+            "cattail",
+            Client::new([endpoint])
+                .agent_id("netpol-test")
+                .node_name(NODE),
+            shutdown.child_token(),
+        ),
+        start_agent(
+            "direct",
+            Client::direct(client.clone()),
+            shutdown.child_token(),
+        ),
+    ];
+
+    let prod: Api<Pod> = Api::namespaced(client.clone(), "prod");
+    let dev: Api<Pod> = Api::namespaced(client.clone(), "dev");
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let dev_policies: Api<NetworkPolicy> = Api::namespaced(client.clone(), "dev");
+
+    // Step 0: db-2 (no IP) and host (hostNetwork) are not endpoints, in either mode.
+    let mut want = expected(
+        &[("dev/client", &["dev/deny"]), ("prod/web-1", &["prod/web"])],
+        &[
+            ("prod/web egress[0].to[0]", &["10.1.0.1/32", "10.1.0.2/32"]),
+            ("prod/web ingress[0].from[0]", &["10.1.0.2/32"]),
+            (
+                "prod/web ingress[0].from[1]",
+                &["10.2.0.1/32", "10.2.0.2/32"],
+            ),
+            (
+                "prod/web ingress[0].from[2]",
+                &["10.2.0.1/32", "10.2.0.2/32"],
+            ),
+            (
+                "prod/web ingress[0].from[3]",
+                &["10.99.0.0/16", "except 10.99.1.0/24"],
+            ),
+        ],
+    );
+    converge(&agents, &want, START, "initial").await;
+    let mut report = Vec::new();
+
+    // Each step: a change, then what node-1 must hold after it.
+    patch(
+        &prod,
+        "db-1",
+        json!({"metadata": {"labels": {"app": "cache"}}}),
+    )
+    .await;
+    want.sets
+        .insert("prod/web ingress[0].from[0]".into(), vec![]);
+    report.push((
+        "label db-1 app=cache",
+        converge(&agents, &want, WITHIN, "label db-1").await,
+    ));
+
+    patch(
+        &namespaces,
+        "dev",
+        json!({"metadata": {"labels": {"env": "dev"}}}),
+    )
+    .await;
+    want.sets
+        .insert("prod/web ingress[0].from[2]".into(), vec![]);
+    report.push((
+        "label namespace dev",
+        converge(&agents, &want, WITHIN, "label dev").await,
+    ));
+
+    status(
+        &prod,
+        "db-2",
+        json!({"phase": "Running", "podIP": "10.1.0.3", "podIPs": [{"ip": "10.1.0.3"}]}),
+    )
+    .await;
+    want = expected(
+        &[
+            ("dev/client", &["dev/deny"]),
+            ("prod/db-2", &["prod/db"]),
+            ("prod/web-1", &["prod/web"]),
+        ],
+        &[
+            (
+                "prod/db ingress[0].from[0]",
+                &["10.1.0.2/32", "10.1.0.3/32"],
+            ),
+            (
+                "prod/db ingress[0].from[1]",
+                &["10.1.0.1/32", "10.2.0.1/32"],
+            ),
+            (
+                "prod/web egress[0].to[0]",
+                &["10.1.0.1/32", "10.1.0.2/32", "10.1.0.3/32"],
+            ),
+            ("prod/web ingress[0].from[0]", &["10.1.0.3/32"]),
+            (
+                "prod/web ingress[0].from[1]",
+                &["10.2.0.1/32", "10.2.0.2/32"],
+            ),
+            ("prod/web ingress[0].from[2]", &[]),
+            (
+                "prod/web ingress[0].from[3]",
+                &["10.99.0.0/16", "except 10.99.1.0/24"],
+            ),
+        ],
+    );
+    report.push((
+        "db-2 gets an IP",
+        converge(&agents, &want, WITHIN, "db-2 IP").await,
+    ));
+
+    prod.delete("web-1", &DeleteParams::default().grace_period(0))
+        .await
+        .unwrap();
+    // No web pod left on node-1: prod/web's sets are not needed any more.
+    want = expected(
+        &[("dev/client", &["dev/deny"]), ("prod/db-2", &["prod/db"])],
+        &[
+            (
+                "prod/db ingress[0].from[0]",
+                &["10.1.0.2/32", "10.1.0.3/32"],
+            ),
+            ("prod/db ingress[0].from[1]", &["10.2.0.1/32"]),
+        ],
+    );
+    report.push((
+        "delete web-1",
+        converge(&agents, &want, WITHIN, "delete web-1").await,
+    ));
+
+    patch(
+        &dev,
+        "web-2",
+        json!({"metadata": {"labels": {"tier": "front"}}}),
+    )
+    .await;
+    want.sets
+        .insert("prod/db ingress[0].from[1]".into(), vec![]);
+    report.push((
+        "label web-2 tier",
+        converge(&agents, &want, WITHIN, "label web-2").await,
+    ));
+
+    status(&prod, "db-2", json!({"phase": "Succeeded"})).await;
+    want = expected(&[("dev/client", &["dev/deny"])], &[]);
+    report.push((
+        "db-2 succeeds",
+        converge(&agents, &want, WITHIN, "db-2 finished").await,
+    ));
+
+    patch(
+        &dev_policies,
+        "deny",
+        json!({"spec": {"ingress": [{"from": [{"ipBlock": {"cidr": "10.0.0.0/8"}}]}]}}),
+    )
+    .await;
+    want.sets.insert(
+        "dev/deny ingress[0].from[0]".into(),
+        vec!["10.0.0.0/8".into()],
+    );
+    report.push((
+        "policy gets a rule",
+        converge(&agents, &want, WITHIN, "policy rule").await,
+    ));
+
+    for (step, took) in &report {
+        eprintln!(
+            "{step:>22}: cattail {:>4} ms, direct {:>4} ms",
+            took[0].as_millis(),
+            took[1].as_millis()
+        );
+    }
+
+    shutdown.cancel();
+    for agent in agents {
+        agent.task.await.unwrap().unwrap();
+    }
+    server.await.unwrap();
+}
