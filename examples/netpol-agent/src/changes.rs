@@ -10,7 +10,8 @@ use serde::Serialize;
 
 use crate::ipsets::{IpSet, NodeState, strings};
 
-/// One change, printed as one JSON line.
+/// One change, printed as one JSON line. Replaying the lines in order rebuilds the state:
+/// an endpoint line replaces that endpoint's policies, a set line adds and removes members.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(untagged)]
 pub enum Change {
@@ -21,15 +22,13 @@ pub enum Change {
         /// Why it cannot be used, or `None` now that it can.
         error: Option<String>,
     },
-    /// The policies applying to an endpoint of the node changed; an endpoint that appears
-    /// with no policy, or goes away with none, is a line with both lists empty.
+    /// An endpoint of the node appeared, went away, or the policies applying to it changed.
     Endpoint {
         /// `namespace/name` of the pod.
         pod: String,
-        /// Policies that now apply.
-        added: Vec<String>,
-        /// Policies that no longer apply.
-        removed: Vec<String>,
+        /// Every policy that applies to it now (possibly none), or `None` (`null`) when it is
+        /// no longer an endpoint of the node.
+        policies: Option<Vec<String>>,
     },
     /// A peer set changed.
     Set {
@@ -60,18 +59,14 @@ pub fn diff(old: &NodeState, new: &NodeState) -> Vec<Change> {
             });
         }
     }
-    let none = BTreeSet::new();
     for pod in keys(&old.endpoints, &new.endpoints) {
-        let (before, after) = (old.endpoints.get(pod), new.endpoints.get(pod));
-        if before == after {
-            continue;
+        let after = new.endpoints.get(pod);
+        if old.endpoints.get(pod) != after {
+            changes.push(Change::Endpoint {
+                pod: pod.clone(),
+                policies: after.map(|policies| policies.iter().cloned().collect()),
+            });
         }
-        let (before, after) = (before.unwrap_or(&none), after.unwrap_or(&none));
-        changes.push(Change::Endpoint {
-            pod: pod.clone(),
-            added: after.difference(before).cloned().collect(),
-            removed: before.difference(after).cloned().collect(),
-        });
     }
     let (old_sets, new_sets) = (flatten(old), flatten(new));
     let empty = IpSet::default();
@@ -165,8 +160,8 @@ mod tests {
         assert_eq!(
             lines(&diff(&old, &new)),
             [
-                r#"{"pod":"a/db","added":[],"removed":[]}"#,
-                r#"{"pod":"a/web","added":["a/q"],"removed":[]}"#,
+                r#"{"pod":"a/db","policies":[]}"#,
+                r#"{"pod":"a/web","policies":["a/p","a/q"]}"#,
                 r#"{"policy":"a/p","rule":"ingress[0].from[0]","added":["10.0.0.3/32"],"removed":["10.0.0.1/32"]}"#,
                 r#"{"policy":"a/q","rule":"egress[0].to[0]","added":["10.0.0.9/32"],"removed":[]}"#,
             ]
@@ -175,8 +170,8 @@ mod tests {
         assert_eq!(
             lines(&diff(&new, &old)),
             [
-                r#"{"pod":"a/db","added":[],"removed":[]}"#,
-                r#"{"pod":"a/web","added":[],"removed":["a/q"]}"#,
+                r#"{"pod":"a/db","policies":null}"#,
+                r#"{"pod":"a/web","policies":["a/p"]}"#,
                 r#"{"policy":"a/p","rule":"ingress[0].from[0]","added":["10.0.0.1/32"],"removed":["10.0.0.3/32"]}"#,
                 r#"{"policy":"a/q","rule":"egress[0].to[0]","added":[],"removed":["10.0.0.9/32"]}"#,
             ]

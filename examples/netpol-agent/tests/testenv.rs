@@ -7,7 +7,8 @@
 #![allow(clippy::unwrap_used)] // tests fail loudly on purpose
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cattail_client::Client;
@@ -19,7 +20,9 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use netpol_agent::agent;
 use netpol_agent::ipsets::NodeState;
 use serde_json::{Value, json};
-use tokio::net::TcpListener;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::process::{Child, Command};
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -217,6 +220,92 @@ async fn converge(
     }
 }
 
+/// The `netpol-agent` binary, its stdout lines collected as they come.
+struct AgentProcess {
+    _child: Child,
+    lines: Arc<Mutex<Vec<String>>>,
+}
+
+fn spawn_binary(args: &[&str], kubeconfig: &std::path::Path) -> AgentProcess {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_netpol-agent"))
+        .args(args)
+        .env("KUBECONFIG", kubeconfig)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
+    let collected = Arc::clone(&lines);
+    tokio::spawn(async move {
+        while let Ok(Some(line)) = stdout.next_line().await {
+            collected.lock().unwrap().push(line);
+        }
+    });
+    AgentProcess {
+        _child: child,
+        lines,
+    }
+}
+
+/// The state the printed lines describe, replayed in order; empty sets are left out.
+fn replay(lines: &[String]) -> Expected {
+    let mut endpoints = BTreeMap::new();
+    let mut sets: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for line in lines {
+        let change: Value = serde_json::from_str(line).unwrap();
+        let strings = |v: &Value| -> Vec<String> {
+            v.as_array()
+                .unwrap()
+                .iter()
+                .map(|s| s.as_str().unwrap().to_owned())
+                .collect()
+        };
+        if let Some(pod) = change["pod"].as_str() {
+            match change["policies"].is_null() {
+                true => endpoints.remove(pod),
+                false => endpoints.insert(
+                    pod.to_owned(),
+                    strings(&change["policies"]).into_iter().collect(),
+                ),
+            };
+        } else if let Some(rule) = change["rule"].as_str() {
+            let set = sets
+                .entry(format!("{} {rule}", change["policy"].as_str().unwrap()))
+                .or_default();
+            set.extend(strings(&change["added"]));
+            for removed in strings(&change["removed"]) {
+                set.remove(&removed);
+            }
+        } else {
+            panic!("an error line: {line}");
+        }
+    }
+    Expected {
+        endpoints,
+        sets: sets
+            .into_iter()
+            .filter(|(_, set)| !set.is_empty())
+            .map(|(key, set)| (key, set.into_iter().collect()))
+            .collect(),
+    }
+}
+
+/// `GET /state` of a `--listen` address, as JSON.
+async fn get_state(addr: &str) -> Option<Value> {
+    let mut stream = TcpStream::connect(addr).await.ok()?;
+    stream
+        .write_all(b"GET /state HTTP/1.0\r\nhost: test\r\n\r\n")
+        .await
+        .ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.ok()?;
+    let (head, body) = response.split_once("\r\n\r\n")?;
+    assert!(head.starts_with("HTTP/1.0 200"), "{head}");
+    Some(serde_json::from_str(body).unwrap())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn both_modes_hold_exactly_the_expected_sets_within_a_second_of_each_change() {
     tokio::time::timeout(Duration::from_secs(240), scenario())
@@ -257,7 +346,7 @@ async fn scenario() {
     let agents = [
         start_agent(
             "cattail",
-            Client::new([endpoint])
+            Client::new([endpoint.clone()])
                 .agent_id("netpol-test")
                 .node_name(NODE),
             shutdown.child_token(),
@@ -266,6 +355,20 @@ async fn scenario() {
             "direct",
             Client::direct(client.clone()),
             shutdown.child_token(),
+        ),
+    ];
+
+    // The binary too, in both modes; the direct one serves its state.
+    let listen = {
+        let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        free.local_addr().unwrap().to_string()
+    };
+    let kubeconfig = env.kubeconfig_path();
+    let binaries = [
+        spawn_binary(&["--endpoint", &endpoint, "--node-name", NODE], kubeconfig),
+        spawn_binary(
+            &["--direct", "--node-name", NODE, "--listen", &listen],
+            kubeconfig,
         ),
     ];
 
@@ -428,6 +531,39 @@ async fn scenario() {
         );
     }
 
+    // The binaries printed lines that replay to the same final state, and went through the
+    // first one (prod/web's ipBlock) on the way; the direct one serves what the in-process
+    // agents hold.
+    let final_state = expected(
+        &[("dev/client", &["dev/deny"])],
+        &[("dev/deny ingress[0].from[0]", &["10.0.0.0/8"])],
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for (binary, mode) in binaries.iter().zip(["cattail", "direct"]) {
+        loop {
+            let lines = binary.lines.lock().unwrap().clone();
+            if replay(&lines) == final_state {
+                let block = r#"{"policy":"prod/web","rule":"ingress[0].from[3]","added":["10.99.0.0/16"],"removed":[],"except":["10.99.1.0/24"]}"#;
+                assert!(lines.iter().any(|l| l == block), "{mode}: {lines:#?}");
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the {mode} binary printed {lines:#?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let served = get_state(&listen)
+        .await
+        .expect("the direct binary serves /state");
+    assert_eq!(
+        served,
+        serde_json::to_value(&**agents[1].states.borrow()).unwrap()
+    );
+    assert_eq!(served["endpoints"], json!({"dev/client": ["dev/deny"]}));
+
+    drop(binaries);
     shutdown.cancel();
     for agent in agents {
         agent.task.await.unwrap().unwrap();
