@@ -42,6 +42,10 @@ pub enum Error {
         last_error: String,
     },
 
+    /// A watcher task panicked: a bug in this agent or a library.
+    #[error("a watcher task failed: {0}")]
+    WatcherPanicked(String),
+
     /// The node name is empty.
     #[error("the node name is empty; set --node-name (usually from spec.nodeName)")]
     NoNodeName,
@@ -51,7 +55,8 @@ pub enum Error {
 /// first state is published once all three stores hold their initial lists.
 ///
 /// # Errors
-/// [`Error::WatcherStopped`] when a watcher gives up for good, [`Error::NoNodeName`].
+/// [`Error::WatcherStopped`] when a watcher gives up for good, [`Error::NoNodeName`], and
+/// [`Error::WatcherPanicked`].
 pub async fn run(
     client: Client,
     node: &str,
@@ -152,10 +157,7 @@ async fn drain(resource: &'static str, mut events: Events, changed: Arc<Notify>)
 }
 
 fn stopped_error(joined: std::result::Result<Error, tokio::task::JoinError>) -> Error {
-    joined.unwrap_or_else(|error| Error::WatcherStopped {
-        resource: "some",
-        last_error: error.to_string(),
-    })
+    joined.unwrap_or_else(|error| Error::WatcherPanicked(error.to_string()))
 }
 
 /// The state of what the stores hold now.
@@ -194,4 +196,49 @@ fn snapshot(
         }
     }
     compute(node, &endpoints, &labels, &compiled, errors)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_client_that_cannot_work_stops_the_agent_with_a_hint() {
+        let (state, states) = watch::channel(Arc::new(NodeState::default()));
+        // An https endpoint without a CA bundle is refused before anything connects.
+        let client = Client::new(["https://127.0.0.1:1"]).node_name("n");
+        let error = run(client, "n", state, CancellationToken::new())
+            .await
+            .unwrap_err();
+        let text = error.to_string();
+        assert!(matches!(error, Error::WatcherStopped { .. }), "{text}");
+        assert!(text.contains("--tls-ca-file"), "{text}");
+        assert!(text.contains("check the endpoints"), "{text}");
+        assert_eq!(*states.borrow(), Arc::new(NodeState::default()));
+    }
+
+    #[tokio::test]
+    async fn an_empty_node_name_is_refused() {
+        let (state, _states) = watch::channel(Arc::new(NodeState::default()));
+        let error = run(
+            Client::new(["http://127.0.0.1:1"]),
+            "",
+            state,
+            CancellationToken::new(),
+        )
+        .await
+        .unwrap_err();
+        assert!(matches!(error, Error::NoNodeName));
+    }
+
+    #[tokio::test]
+    async fn shutdown_stops_an_agent_that_is_still_connecting() {
+        let (state, _states) = watch::channel(Arc::new(NodeState::default()));
+        let shutdown = CancellationToken::new();
+        shutdown.cancel();
+        // Nothing listens on port 1: the watchers would retry for ever.
+        run(Client::new(["http://127.0.0.1:1"]), "n", state, shutdown)
+            .await
+            .unwrap();
+    }
 }

@@ -160,3 +160,50 @@ async fn print_changes(mut states: watch::Receiver<Arc<NodeState>>) {
         printed = current;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Args, String> {
+        Args::try_parse_from([&["netpol-agent"], args].concat()).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn flags_need_a_source_and_a_node() {
+        let args = parse(&["--endpoint", "http://a:1,http://b:2", "--node-name", "n1"]).unwrap();
+        assert_eq!(args.endpoints, ["http://a:1", "http://b:2"]);
+        assert!(!args.direct);
+        let args = parse(&["--direct", "--node-name", "n1", "--listen", "127.0.0.1:9"]).unwrap();
+        assert!(args.direct && args.endpoints.is_empty());
+        assert_eq!(args.listen, Some("127.0.0.1:9".parse().unwrap()));
+
+        let no_source = parse(&["--node-name", "n1"]).unwrap_err();
+        assert!(no_source.contains("--endpoint"), "{no_source}");
+        let both =
+            parse(&["--direct", "--endpoint", "http://a:1", "--node-name", "n"]).unwrap_err();
+        assert!(both.contains("cannot be used with"), "{both}");
+        let no_node = parse(&["--direct"]).unwrap_err();
+        assert!(no_node.contains("--node-name"), "{no_node}");
+        let bad_listen = parse(&["--direct", "--node-name", "n", "--listen", "9090"]).unwrap_err();
+        assert!(bad_listen.contains("--listen"), "{bad_listen}");
+        let half_identity =
+            parse(&["--direct", "--node-name", "n", "--tls-cert-file", "c.pem"]).unwrap_err();
+        assert!(half_identity.contains("--tls-key-file"), "{half_identity}");
+    }
+
+    #[tokio::test]
+    async fn a_missing_tls_file_is_named() {
+        let args = parse(&[
+            "--endpoint",
+            "https://a:1",
+            "--node-name",
+            "n",
+            "--tls-ca-file",
+            "/nonexistent/ca.crt",
+        ])
+        .unwrap();
+        let error = format!("{:#}", args.client().await.unwrap_err());
+        assert!(error.starts_with("--tls-ca-file"), "{error}");
+    }
+}
