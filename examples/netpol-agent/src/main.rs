@@ -112,10 +112,15 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let client = args.client().await?;
     let shutdown = CancellationToken::new();
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("cannot listen for SIGTERM")?;
     tokio::spawn({
         let shutdown = shutdown.clone();
         async move {
-            let _ = tokio::signal::ctrl_c().await;
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = terminate.recv() => {}
+            }
             shutdown.cancel();
         }
     });

@@ -222,7 +222,7 @@ async fn converge(
 
 /// The `netpol-agent` binary, its stdout lines collected as they come.
 struct AgentProcess {
-    _child: Child,
+    child: Child,
     lines: Arc<Mutex<Vec<String>>>,
 }
 
@@ -243,10 +243,7 @@ fn spawn_binary(args: &[&str], kubeconfig: &std::path::Path) -> AgentProcess {
             collected.lock().unwrap().push(line);
         }
     });
-    AgentProcess {
-        _child: child,
-        lines,
-    }
+    AgentProcess { child, lines }
 }
 
 /// The state the printed lines describe, replayed in order; empty sets are left out.
@@ -563,7 +560,16 @@ async fn scenario() {
     );
     assert_eq!(served["endpoints"], json!({"dev/client": ["dev/deny"]}));
 
-    drop(binaries);
+    // SIGTERM: the binaries stop cleanly.
+    for (mut binary, mode) in binaries.into_iter().zip(["cattail", "direct"]) {
+        let pid = nix::unistd::Pid::from_raw(binary.child.id().unwrap().try_into().unwrap());
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+        let exit = tokio::time::timeout(Duration::from_secs(10), binary.child.wait())
+            .await
+            .unwrap_or_else(|_| panic!("the {mode} binary ignored SIGTERM"))
+            .unwrap();
+        assert!(exit.success(), "the {mode} binary exited with {exit}");
+    }
     shutdown.cancel();
     for agent in agents {
         agent.task.await.unwrap().unwrap();
