@@ -1,6 +1,7 @@
 //! The `netpol-agent` binary: flags, then [`netpol_agent::agent::run`], printing every change
 //! as a JSON line on stdout and, with `--listen`, serving the whole state at `GET /state`.
 
+use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -146,24 +147,42 @@ async fn main() -> anyhow::Result<()> {
             }
         });
     }
-    tokio::spawn(print_changes(states));
-    agent::run(client, &args.node_name, state, shutdown).await?;
-    Ok(())
+    let printer = tokio::spawn(print_changes(states, shutdown.clone()));
+    let result = agent::run(client, &args.node_name, state, shutdown).await;
+    // The state's sender is gone: the printer ends once it has printed the last state.
+    printer
+        .await
+        .context("the printer failed")?
+        .context("cannot write to stdout")?;
+    Ok(result?)
 }
 
-/// Prints the changes between consecutive states as JSON lines.
-async fn print_changes(mut states: watch::Receiver<Arc<NodeState>>) {
+/// Prints the changes between consecutive states as JSON lines, until the states end. If
+/// stdout is closed (a reader such as `head` went away) there is no one left to tell: it stops
+/// the agent and returns the error.
+async fn print_changes(
+    mut states: watch::Receiver<Arc<NodeState>>,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
     let mut printed = Arc::new(NodeState::default());
     while states.changed().await.is_ok() {
         let current = Arc::clone(&states.borrow_and_update());
-        for change in diff(&printed, &current) {
-            match serde_json::to_string(&change) {
-                Ok(line) => println!("{line}"),
-                Err(error) => tracing::error!(%error, "cannot print a change"),
-            }
+        if let Err(error) = print(&diff(&printed, &current)) {
+            shutdown.cancel();
+            return Err(error);
         }
         printed = current;
     }
+    Ok(())
+}
+
+fn print(changes: &[netpol_agent::changes::Change]) -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
+    for change in changes {
+        serde_json::to_writer(&mut out, change)?;
+        out.write_all(b"\n")?;
+    }
+    out.flush()
 }
 
 #[cfg(test)]
