@@ -382,6 +382,25 @@ async fn scenario() {
         ),
     ];
 
+    // A reader that went away (`| head -0`): the first lines fail, and the binary says so
+    // and exits instead of computing for no one.
+    let mut orphan = Command::new(env!("CARGO_BIN_EXE_netpol-agent"))
+        .args(["--endpoint", &endpoint, "--node-name", NODE])
+        .env("RUST_LOG", "off")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    drop(orphan.stdout.take());
+    let orphan = tokio::time::timeout(START, orphan.wait_with_output())
+        .await
+        .expect("a binary without a reader keeps running")
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&orphan.stderr);
+    assert!(!orphan.status.success(), "{stderr}");
+    assert!(stderr.contains("cannot write to stdout"), "{stderr}");
+
     let prod: Api<Pod> = Api::namespaced(client.clone(), "prod");
     let dev: Api<Pod> = Api::namespaced(client.clone(), "dev");
     let namespaces: Api<Namespace> = Api::all(client.clone());
