@@ -16,7 +16,14 @@ import sys
 from collections import defaultdict
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DEFAULT_SRCS = ["proto/src", "server/src", "client/src", "loadtest/src", "testenv/src"]
+DEFAULT_SRCS = [
+    "proto/src",
+    "server/src",
+    "client/src",
+    "loadtest/src",
+    "testenv/src",
+    "examples/netpol-agent/src",
+]
 
 
 def module_files(src):
