@@ -193,6 +193,14 @@ async fn drive(
             }
         } else {
             overloaded_in_a_row = 0;
+            // A draining server names replicas too: they are tried next, after the backoff
+            // (reset when the stream had synced, so a shed agent moves within a moment).
+            if let Error::Status { status, .. } = &error
+                && let Some(hints) = status.metadata().get(TRY_ENDPOINTS_METADATA)
+                && let Ok(hints) = hints.to_str()
+            {
+                rotation.add_hints(&endpoint, hints);
+            }
             backoff.next_delay(random_u64())
         };
         tracing::warn!(%error, ?delay, "cattail stream ended; reconnecting");

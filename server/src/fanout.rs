@@ -14,6 +14,7 @@ mod batch;
 mod blocking;
 mod catchup;
 mod digests;
+mod drain;
 mod encode;
 mod fleet;
 mod hello;
@@ -36,6 +37,7 @@ use std::time::Duration;
 use crate::config::FanoutSettings;
 
 pub use admission::{Admission, AdmissionFuture, AdmissionRequest, Refusal, RequestedSubscription};
+pub use drain::{MIN_SHED_INTERVAL, ShedSchedule};
 pub use fleet::{AgentInfo, AgentRow, FleetReport, LagBasis, LagBuckets, MAX_SLOWEST, NEAR_LAG};
 pub use hub::{Hub, HubStats};
 pub use log::{Log, LogEntry, LogItem, LogLimits};
@@ -96,9 +98,13 @@ pub enum Error {
     /// Admission could not check the credentials now (the Kubernetes API failed).
     #[error("{0}")]
     AuthUnavailable(String),
-    /// The server is draining.
+    /// The server is shutting down, without a drain (a critical task failed, or a test).
     #[error("server shutting down; reconnect to another replica with a Resume")]
     ShuttingDown,
+    /// The server is draining: this agent was shed, or is refused. The field is the other
+    /// ready replicas, `host:port` joined by commas (possibly empty).
+    #[error("server draining (shutting down); reconnect to another replica with a Resume{}", try_list(.0))]
+    Draining(std::sync::Arc<str>),
     /// The agent did not take a message for the whole write timeout.
     #[error("the agent took no message for {0:?}; disconnected")]
     WriteTimeout(Duration),
@@ -111,6 +117,25 @@ pub enum Error {
     /// A background encoding task failed: a server bug.
     #[error("a snapshot encoding task failed: {0}")]
     Task(String),
+}
+
+/// `; try: a:1, b:2`, or nothing without replicas to try.
+fn try_list(endpoints: &str) -> String {
+    if endpoints.is_empty() {
+        return String::new();
+    }
+    format!("; try: {}", endpoints.replace(',', ", "))
+}
+
+impl Error {
+    /// The replicas this error sends the agent to (`host:port` joined by commas), if it is a
+    /// refusal that names them: the `cattail-try-endpoints` trailer.
+    pub fn try_endpoints(&self) -> Option<&str> {
+        match self {
+            Self::Draining(endpoints) => Some(endpoints),
+            _ => None,
+        }
+    }
 }
 
 /// Result alias for this module.
@@ -155,6 +180,8 @@ pub struct FanoutConfig {
     /// only when HTTP/2 has room for it, so an agent stalled this long is told (and its stream
     /// ended) when it reads again; meanwhile it holds only its connection's buffers.
     pub write_timeout: Duration,
+    /// How long a drain takes to shed every agent ([`Hub::drain`]); zero sheds them at once.
+    pub drain_period: Duration,
 }
 
 impl Default for FanoutConfig {
@@ -186,6 +213,7 @@ impl FanoutConfig {
             sync_wait_timeout: settings.sync_wait_timeout,
             heartbeat_interval: settings.heartbeat_interval,
             write_timeout: settings.write_timeout,
+            drain_period: settings.drain_period,
         }
     }
 }

@@ -42,6 +42,9 @@ pub struct FanoutSettings {
     /// An agent that takes no message for this long is disconnected.
     #[serde(with = "duration_text")]
     pub write_timeout: Duration,
+    /// After SIGTERM, agents are shed evenly over this long; shorter than `--shutdown-grace`.
+    #[serde(with = "duration_text")]
+    pub drain_period: Duration,
 }
 
 impl Default for FanoutSettings {
@@ -59,6 +62,7 @@ impl Default for FanoutSettings {
             sync_wait_timeout: Duration::from_secs(20),
             heartbeat_interval: cattail_proto::DEFAULT_HEARTBEAT_INTERVAL,
             write_timeout: Duration::from_secs(30),
+            drain_period: Duration::from_secs(20),
         }
     }
 }
