@@ -113,12 +113,15 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
     tracing::info!(grpc = %grpc.local_addr()?, admin = %admin.local_addr()?, tls = tls.is_some(), "listening");
 
     options.grpc.tls = tls;
-    options.replicas = args.replicas_service.clone().map(|service| ReplicaSettings {
-        service,
-        namespace: args.namespace.clone(),
-        own_ip: args.pod_ip,
-        port: args.listen.port(),
-    });
+    options.replicas = args
+        .replicas_service
+        .clone()
+        .map(|service| ReplicaSettings {
+            service,
+            namespace: args.namespace.clone(),
+            own_ip: args.pod_ip,
+            port: args.listen.port(),
+        });
     let shutdown = CancellationToken::new();
     tokio::spawn(handle_signals(
         signals,

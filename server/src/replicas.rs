@@ -8,7 +8,7 @@
 //! last list, with a warning; this watch is not critical: without it agents fall back on
 //! their own list of endpoints.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use futures::StreamExt;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -31,18 +31,24 @@ pub struct ReplicaSettings {
     pub service: String,
     /// Its namespace; `None` is the client's default namespace (in a pod: the pod's own).
     pub namespace: Option<String>,
-    /// This replica's own address, left out of the list (in a pod: `status.podIP`).
+    /// This replica's own IP (in a pod: `status.podIP`): with `port`, its address, left out of
+    /// the list.
     pub own_ip: Option<IpAddr>,
-    /// The gRPC port used when a slice does not name one (`grpc`, or its only port).
+    /// This replica's gRPC port; also the port of a slice that does not name one (`grpc`, or
+    /// its only port).
     pub port: u16,
 }
 
-/// The ready endpoints of `slices` as `host:port`, without `own_ip`, sorted, without
-/// duplicates, at most [`MAX_TRY_ENDPOINTS`].
+/// The ready endpoints of `slices` as `host:port`, without this replica's own address `own`
+/// (its IP and gRPC port), sorted, without duplicates, at most [`MAX_TRY_ENDPOINTS`].
 ///
 /// An endpoint counts as ready unless its `conditions.ready` is false (the API's rule: unset
 /// means ready). The port is the slice's port named `grpc`, else its only port, else `port`.
-pub fn ready_endpoints(slices: &[&EndpointSlice], own_ip: Option<IpAddr>, port: u16) -> Vec<String> {
+pub fn ready_endpoints(
+    slices: &[&EndpointSlice],
+    own: Option<SocketAddr>,
+    port: u16,
+) -> Vec<String> {
     let mut endpoints = Vec::new();
     for slice in slices {
         let ports = slice.ports.as_deref().unwrap_or_default();
@@ -70,10 +76,10 @@ pub fn ready_endpoints(slices: &[&EndpointSlice], own_ip: Option<IpAddr>, port: 
                 let Ok(ip) = address.parse::<IpAddr>() else {
                     continue;
                 };
-                if Some(ip) == own_ip {
-                    continue;
+                let address = SocketAddr::new(ip, port);
+                if Some(address) != own {
+                    endpoints.push(address.to_string());
                 }
-                endpoints.push(std::net::SocketAddr::new(ip, port).to_string());
             }
         }
     }
@@ -96,8 +102,8 @@ pub async fn run(
         .clone()
         .unwrap_or_else(|| client.default_namespace().to_owned());
     let api: Api<EndpointSlice> = Api::namespaced(client, &namespace);
-    let config = watcher::Config::default()
-        .labels(&format!("{SERVICE_NAME_LABEL}={}", settings.service));
+    let config =
+        watcher::Config::default().labels(&format!("{SERVICE_NAME_LABEL}={}", settings.service));
     let (reader, writer) = reflector::store();
     let mut events = reflector(writer, watcher(api, config))
         .default_backoff()
@@ -117,7 +123,8 @@ pub async fn run(
             Some(Ok(_)) => {
                 let slices = reader.state();
                 let slices: Vec<&EndpointSlice> = slices.iter().map(AsRef::as_ref).collect();
-                let endpoints = ready_endpoints(&slices, settings.own_ip, settings.port);
+                let own = settings.own_ip.map(|ip| SocketAddr::new(ip, settings.port));
+                let endpoints = ready_endpoints(&slices, own, settings.port);
                 if endpoints != last {
                     tracing::info!(replicas = ?endpoints, "other ready replicas");
                     hub.set_try_endpoints(&endpoints);
@@ -151,8 +158,9 @@ mod tests {
             "addressType: IPv6\nmetadata: {name: b}\nports: [{port: 6000}]\n\
              endpoints:\n- addresses: ['fd00::5', not-an-ip]\n",
         );
-        let third = slice("addressType: IPv4\nmetadata: {name: c}\nendpoints:\n- addresses: [10.0.0.4]\n");
-        let own = Some("10.0.0.1".parse().unwrap());
+        let third =
+            slice("addressType: IPv4\nmetadata: {name: c}\nendpoints:\n- addresses: [10.0.0.4]\n");
+        let own = Some("10.0.0.1:5473".parse().unwrap());
         assert_eq!(
             ready_endpoints(&[&first, &second, &third], own, 7000),
             [
@@ -162,6 +170,9 @@ mod tests {
                 "[fd00::5]:6000"
             ]
         );
+        // The same IP on another port is another replica (only in tests: pods have own IPs).
+        let elsewhere = Some("10.0.0.1:9999".parse().unwrap());
+        assert!(ready_endpoints(&[&first], elsewhere, 7000).contains(&"10.0.0.1:5473".into()));
         assert!(ready_endpoints(&[], own, 1).is_empty());
     }
 

@@ -218,9 +218,16 @@ mod tests {
         assert_eq!(steps[19], (Duration::from_millis(1900), 1001));
         assert!(steps.windows(2).all(|w| w[0].1 <= w[1].1));
         // Nobody to shed, or no time: nothing to wait for, or everything at once.
-        assert_eq!(ShedSchedule::new(0, Duration::from_secs(20)).steps().count(), 0);
         assert_eq!(
-            ShedSchedule::new(7, Duration::ZERO).steps().collect::<Vec<_>>(),
+            ShedSchedule::new(0, Duration::from_secs(20))
+                .steps()
+                .count(),
+            0
+        );
+        assert_eq!(
+            ShedSchedule::new(7, Duration::ZERO)
+                .steps()
+                .collect::<Vec<_>>(),
             [(Duration::ZERO, 7)]
         );
     }
@@ -236,17 +243,32 @@ mod tests {
             async move { run(&drain, Duration::from_secs(6)).await }
         });
         // When each agent's token was cancelled, in seconds since the drain started.
+        let watchers: Vec<_> = leases
+            .iter()
+            .map(|lease| {
+                let token = lease.token.clone();
+                tokio::spawn(async move {
+                    token.cancelled().await;
+                    started.elapsed().as_secs()
+                })
+            })
+            .collect();
         let mut ended = Vec::new();
-        for lease in &leases {
-            lease.token.cancelled().await;
-            ended.push(started.elapsed().as_secs());
+        for watcher in watchers {
+            ended.push(watcher.await.unwrap());
         }
         ended.sort_unstable();
         assert_eq!(ended, [0, 1, 2, 3, 4, 5]);
         running.await.unwrap();
         assert!(drain.is_draining());
-        assert!(drain.lease(&root).token.is_cancelled(), "new agents are refused");
-        assert!(!root.is_cancelled(), "the drain does not shut down by itself");
+        assert!(
+            drain.lease(&root).token.is_cancelled(),
+            "new agents are refused"
+        );
+        assert!(
+            !root.is_cancelled(),
+            "the drain does not shut down by itself"
+        );
         drop(leases);
         assert_eq!(drain.agents(), 0);
     }
@@ -266,7 +288,11 @@ mod tests {
         assert_eq!(drain.agents(), 1, "one shed at once");
         drop((first, second));
         running.await.unwrap();
-        assert_eq!(started.elapsed(), Duration::from_secs(10), "the next step saw none");
+        assert_eq!(
+            started.elapsed(),
+            Duration::from_secs(10),
+            "the next step saw none"
+        );
     }
 
     #[test]

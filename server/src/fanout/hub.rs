@@ -340,6 +340,8 @@ impl Hub {
             "head": stats.head.get(),
             "in_sync": self.in_sync(),
             "connected_agents": stats.connected_agents,
+            "draining": self.is_draining(),
+            "try_endpoints": self.try_endpoints().split(',').filter(|e| !e.is_empty()).collect::<Vec<_>>(),
             "log": {"batches": stats.log_batches, "bytes": stats.log_bytes, "oldest": oldest},
             "snapshots_encoded": stats.snapshots_encoded,
             "frames_encoded": stats.frames_encoded,

@@ -76,7 +76,10 @@ fn a_drain_names_the_replicas_to_try_in_the_message_and_the_trailer() {
          try: 10.0.0.2:5473, 10.0.0.3:5473"
     );
     assert_eq!(
-        draining.metadata().get(super::TRY_ENDPOINTS_METADATA).unwrap(),
+        draining
+            .metadata()
+            .get(super::TRY_ENDPOINTS_METADATA)
+            .unwrap(),
         "10.0.0.2:5473,10.0.0.3:5473"
     );
     // No replica known: the trailer is there and empty, and the message names none.
