@@ -227,14 +227,19 @@ async fn drain_sheds_agents_gradually_to_the_other_replica(transport: &str) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 
-    // Each agent is shed with UNAVAILABLE and the other replica in the trailer.
-    let mut shed_at = Vec::new();
-    for events in &mut agents {
+    // Each agent is shed with UNAVAILABLE and the other replica in the trailer. The agents are
+    // watched together: each one's error is timed as it arrives, whatever the shedding order.
+    let shed = futures::future::join_all(agents.iter_mut().map(|events| async {
         let error = match tokio::time::timeout(WAIT, events.next()).await {
             Ok(Some(Err(error))) => error,
             other => panic!("expected the agent to be shed, got {other:?}"),
         };
-        shed_at.push(signalled.elapsed());
+        (signalled.elapsed(), error)
+    }))
+    .await;
+    let mut shed_at = Vec::new();
+    for (at, error) in shed {
+        shed_at.push(at);
         let ClientError::Status { status, .. } = &error else {
             panic!("not a status: {error}");
         };
@@ -252,6 +257,7 @@ async fn drain_sheds_agents_gradually_to_the_other_replica(transport: &str) {
     // Gradually: four agents over a 3 s drain leave at about 0, 0.75, 1.5 and 2.25 s, not
     // all in the first instant; and all of them before the drain period ends.
     shed_at.sort();
+    eprintln!("agents shed at {shed_at:?} after SIGTERM");
     let spread = shed_at[AGENTS - 1] - shed_at[0];
     assert!(spread >= Duration::from_millis(1500), "shed at {shed_at:?}");
     assert!(
