@@ -212,6 +212,50 @@ fn bad_tls_settings_fail_at_start_naming_the_file_or_field() {
 }
 
 #[test]
+fn a_drain_period_not_shorter_than_the_grace_period_fails_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.yaml");
+    std::fs::write(&config, "fanout:\n  drain_period: 45s\n").unwrap();
+    let config = format!("--config={}", config.display());
+    let cases: [&[&str]; 3] = [
+        &["--drain-period=30s"],
+        &["--drain-period=20s", "--shutdown-grace=10s"],
+        &[&config],
+    ];
+    for flags in cases {
+        let out = cattail()
+            .args([
+                "serve",
+                "--kubeconfig",
+                "/nonexistent",
+                "--insecure-plaintext",
+            ])
+            .args(flags)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{flags:?} should fail");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("must be shorter than --shutdown-grace"),
+            "{flags:?}: {stderr}"
+        );
+    }
+    // Within the grace period, the drain is not what stops it: the kubeconfig is.
+    let out = cattail()
+        .args([
+            "serve",
+            "--kubeconfig",
+            "/nonexistent",
+            "--insecure-plaintext",
+        ])
+        .args(["--drain-period=29s", &config])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("/nonexistent"), "{stderr}");
+}
+
+#[test]
 fn a_bad_flag_is_a_clear_error() {
     let out = cattail()
         .args(["serve", "--listen", "not-an-address"])
