@@ -40,6 +40,9 @@ use crate::subscription::Subscription;
 /// What the task hands the application at once: the events of one message, or an error.
 type EventBatch = Result<Vec<SubscriptionEvent>>;
 
+/// Refusals with hints in a row that are followed at once, before the backoff applies.
+const MAX_HINTED_HOPS: usize = 4;
+
 /// How many batches may wait for the application before the task stops reading.
 const EVENT_BUFFER: usize = 16;
 
@@ -185,7 +188,11 @@ async fn drive(
             {
                 hinted = rotation.add_hints(&endpoint, hints);
             }
-            if hinted || overloaded_in_a_row < rotation.len() {
+            // Hints are followed at once, but only a few times in a row: replicas that are all
+            // at their targets would otherwise send the agent round them without a pause.
+            if (hinted && overloaded_in_a_row <= MAX_HINTED_HOPS)
+                || overloaded_in_a_row < rotation.len()
+            {
                 Duration::ZERO
             } else {
                 overloaded_in_a_row = 0;

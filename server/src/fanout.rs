@@ -28,6 +28,7 @@ mod resume;
 mod sender;
 mod snapshot;
 mod sync;
+mod target;
 #[cfg(test)]
 mod tests;
 mod topics;
@@ -47,6 +48,7 @@ pub use peer::{Authorization, MAX_AUTHORIZATION_BYTES, Peer, PeerCertificate};
 pub use resources::ResourceInfo;
 pub use sender::{AgentSender, InboundError, Outbound, Outgoing};
 pub use sync::SyncStatus;
+pub use target::agent_target;
 
 /// Why an agent's stream ended, or why a hub operation failed. The gRPC edge turns each into a
 /// `tonic::Status` in one function (`grpc::status`).
@@ -105,6 +107,17 @@ pub enum Error {
     /// ready replicas, `host:port` joined by commas (possibly empty).
     #[error("server draining (shutting down); reconnect to another replica with a Resume{}", try_list(.0))]
     Draining(std::sync::Arc<str>),
+    /// The replica is at its connection target and other replicas are ready.
+    #[error(
+        "this replica is at its target of {target} agents; connect to another replica{}",
+        try_list(try_endpoints)
+    )]
+    OverTarget {
+        /// The target.
+        target: usize,
+        /// The other ready replicas, `host:port` joined by commas.
+        try_endpoints: std::sync::Arc<str>,
+    },
     /// The agent did not take a message for the whole write timeout.
     #[error("the agent took no message for {0:?}; disconnected")]
     WriteTimeout(Duration),
@@ -132,7 +145,11 @@ impl Error {
     /// refusal that names them: the `cattail-try-endpoints` trailer.
     pub fn try_endpoints(&self) -> Option<&str> {
         match self {
-            Self::Draining(endpoints) => Some(endpoints),
+            Self::Draining(endpoints)
+            | Self::OverTarget {
+                try_endpoints: endpoints,
+                ..
+            } => Some(endpoints),
             _ => None,
         }
     }
@@ -182,6 +199,10 @@ pub struct FanoutConfig {
     pub write_timeout: Duration,
     /// How long a drain takes to shed every agent ([`Hub::drain`]); zero sheds them at once.
     pub drain_period: Duration,
+    /// A fixed connection target (see `target`); 0 computes it from the nodes.
+    pub max_agents: usize,
+    /// Headroom of a computed target, in percent of an even share: 0 to 1000.
+    pub target_slack_percent: u32,
 }
 
 impl Default for FanoutConfig {
@@ -214,6 +235,8 @@ impl FanoutConfig {
             heartbeat_interval: settings.heartbeat_interval,
             write_timeout: settings.write_timeout,
             drain_period: settings.drain_period,
+            max_agents: settings.max_agents as usize,
+            target_slack_percent: settings.target_slack_percent,
         }
     }
 }
@@ -256,6 +279,12 @@ impl FanoutConfig {
             return Err(format!(
                 "target_message_bytes: {} must be from 1 to max_message_bytes ({})",
                 self.target_message_bytes, self.max_message_bytes
+            ));
+        }
+        if self.target_slack_percent > 1000 {
+            return Err(format!(
+                "target_slack_percent: {} is out of range: use 0 to 1000",
+                self.target_slack_percent
             ));
         }
         let positive = [

@@ -272,7 +272,9 @@ pub fn status(error: &fanout::Error) -> Status {
         E::HelloTimeout(_) => Code::DeadlineExceeded,
         E::NotHello(_) | E::SecondHello | E::Malformed(_) => Code::InvalidArgument,
         E::Hello(error) => error.code(),
-        E::HelloTooLarge { .. } | E::MessageTooLarge(_) => Code::ResourceExhausted,
+        E::HelloTooLarge { .. } | E::MessageTooLarge(_) | E::OverTarget { .. } => {
+            Code::ResourceExhausted
+        }
         E::NotInSync(_)
         | E::ShuttingDown
         | E::Draining(_)

@@ -40,7 +40,8 @@ pub struct ReplicaSettings {
 }
 
 /// The ready endpoints of `slices` as `host:port`, without this replica's own address `own`
-/// (its IP and gRPC port), sorted, without duplicates, at most [`MAX_TRY_ENDPOINTS`].
+/// (its IP and gRPC port), sorted, without duplicates. A hint names the first
+/// [`MAX_TRY_ENDPOINTS`]; the connection target counts them all.
 ///
 /// An endpoint counts as ready unless its `conditions.ready` is false (the API's rule: unset
 /// means ready). The port is the slice's port named `grpc`, else its only port, else `port`.
@@ -85,7 +86,6 @@ pub fn ready_endpoints(
     }
     endpoints.sort();
     endpoints.dedup();
-    endpoints.truncate(MAX_TRY_ENDPOINTS);
     endpoints
 }
 
@@ -127,7 +127,8 @@ pub async fn run(
                 let endpoints = ready_endpoints(&slices, own, settings.port);
                 if endpoints != last {
                     tracing::info!(replicas = ?endpoints, "other ready replicas");
-                    hub.set_try_endpoints(&endpoints);
+                    let named = &endpoints[..endpoints.len().min(MAX_TRY_ENDPOINTS)];
+                    hub.set_try_endpoints(named, endpoints.len());
                     last = endpoints;
                 }
             }
@@ -177,12 +178,13 @@ mod tests {
     }
 
     #[test]
-    fn a_hint_lists_at_most_the_limit() {
+    fn every_ready_replica_is_counted_though_a_hint_names_at_most_the_limit() {
         let addresses: Vec<String> = (0..100).map(|i| format!("10.0.1.{i}")).collect();
         let many = slice(&format!(
             "addressType: IPv4\nmetadata: {{name: a}}\nendpoints:\n- addresses: [{}]\n",
             addresses.join(", ")
         ));
-        assert_eq!(ready_endpoints(&[&many], None, 1).len(), MAX_TRY_ENDPOINTS);
+        assert_eq!(ready_endpoints(&[&many], None, 1).len(), 100);
+        assert!(MAX_TRY_ENDPOINTS < 100);
     }
 }

@@ -47,7 +47,7 @@ fn get(port: u16, path: &str) -> Option<(String, String)> {
     Some((head.lines().next()?.to_owned(), body.to_owned()))
 }
 
-fn status(admin: u16) -> serde_json::Value {
+fn status_of(admin: u16) -> serde_json::Value {
     let (_, body) = get(admin, "/status?top=50").unwrap();
     serde_json::from_str(&body).unwrap()
 }
@@ -74,6 +74,10 @@ struct Replica {
 
 impl Replica {
     fn start(env: &TestEnv, ip: &str, transport: &str) -> Replica {
+        Self::start_with(env, ip, transport, &[])
+    }
+
+    fn start_with(env: &TestEnv, ip: &str, transport: &str, more: &[String]) -> Replica {
         let grpc = free_port(ip);
         let admin = free_port("127.0.0.1");
         let child = Command::new(env!("CARGO_BIN_EXE_cattail"))
@@ -88,6 +92,7 @@ impl Replica {
             .args(["--replicas-service", SERVICE, "--namespace", "default"])
             .arg(format!("--pod-ip={ip}"))
             .args(["--drain-period=3s", "--shutdown-grace=10s"])
+            .args(more)
             .env("RUST_LOG", "info,cattail_server::fanout::drain=debug")
             .stderr(Stdio::inherit())
             .spawn()
@@ -181,9 +186,15 @@ async fn drain_sheds_agents_gradually_to_the_other_replica(transport: &str) {
         .create(&PostParams::default(), &pod)
         .await
         .unwrap();
+    // No node in this cluster would make the computed target 1 agent: a fixed target keeps
+    // connection targets out of this test (the next test has them).
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.yaml");
+    std::fs::write(&config, "fanout:\n  max_agents: 1000\n").unwrap();
+    let config = [format!("--config={}", config.display())];
     let ip = host_ip();
-    let mut draining = Replica::start(&env, &ip, transport);
-    let mut staying = Replica::start(&env, &ip, transport);
+    let mut draining = Replica::start_with(&env, &ip, transport, &config);
+    let mut staying = Replica::start_with(&env, &ip, transport, &config);
     create_endpoint_slice(&env, &draining).await;
     create_endpoint_slice(&env, &staying).await;
     let other = staying.address();
@@ -269,7 +280,7 @@ async fn drain_sheds_agents_gradually_to_the_other_replica(transport: &str) {
     staying
         .wait_for("serving every agent", |s| s["fleet"]["agents"] == AGENTS)
         .await;
-    let fleet = status(staying.admin);
+    let fleet = status_of(staying.admin);
     let rows = fleet["fleet"]["slowest"].as_array().unwrap();
     assert_eq!(rows.len(), AGENTS, "{fleet}");
     for row in rows {
@@ -299,4 +310,84 @@ async fn a_draining_native_replica_sheds_its_agents_gradually_to_the_other() {
 #[tokio::test]
 async fn a_draining_tonic_replica_sheds_its_agents_gradually_to_the_other() {
     drain_sheds_agents_gradually_to_the_other_replica("tonic").await;
+}
+
+/// Connection targets: a replica at its target turns a new agent away at the handshake with
+/// `RESOURCE_EXHAUSTED` and the other replica in the trailer, and the agent syncs there. The
+/// other replica's target is computed: 3 nodes over 2 ready replicas, with 20 % headroom, is
+/// ceil(1.8) = 2.
+#[tokio::test]
+async fn an_agent_over_the_target_is_sent_to_a_replica_with_room() {
+    let env = TestEnv::start().await.unwrap();
+    for name in ["node-a", "node-b", "node-c"] {
+        let node: k8s_openapi::api::core::v1::Node =
+            serde_json::from_value(serde_json::json!({"metadata": {"name": name}})).unwrap();
+        Api::all(env.client())
+            .create(&PostParams::default(), &node)
+            .await
+            .unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.yaml");
+    std::fs::write(&config, "fanout:\n  max_agents: 2\n").unwrap();
+    let ip = host_ip();
+    let mut full = Replica::start_with(
+        &env,
+        &ip,
+        "native",
+        &[format!("--config={}", config.display())],
+    );
+    let mut roomy = Replica::start(&env, &ip, "native");
+    create_endpoint_slice(&env, &full).await;
+    create_endpoint_slice(&env, &roomy).await;
+    let other = roomy.address();
+    full.wait_for("in sync, at a target of 2, naming the other", |s| {
+        s["syncStatus"] == "InSync"
+            && s["agent_target"] == 2
+            && s["try_endpoints"] == serde_json::json!([other])
+    })
+    .await;
+    roomy
+        .wait_for("in sync, with a computed target of 2", |s| {
+            s["syncStatus"] == "InSync" && s["agent_target"] == 2
+        })
+        .await;
+
+    let agent = |i: usize| {
+        Client::new([format!("http://{}", full.address())])
+            .agent_id(format!("agent-{i}"))
+            .node_name("node-a")
+            .subscribe(&[Subscription::for_resource("v1/pods").unwrap()])
+            .unwrap()
+    };
+    let mut agents = Vec::new();
+    for i in 0..2 {
+        let mut events = agent(i);
+        until_synced(&mut events).await;
+        agents.push(events);
+    }
+    // The third is turned away at the handshake, told where to go, and syncs there.
+    let mut third = agent(2);
+    let error = match tokio::time::timeout(WAIT, third.next()).await {
+        Ok(Some(Err(error))) => error,
+        other => panic!("expected a refusal, got {other:?}"),
+    };
+    let ClientError::Status { status, .. } = &error else {
+        panic!("not a status: {error}");
+    };
+    assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{error}");
+    assert!(status.message().contains("target of 2 agents"), "{error}");
+    assert!(
+        status.message().contains(&format!("try: {other}")),
+        "{error}"
+    );
+    assert_eq!(
+        status.metadata().get("cattail-try-endpoints").unwrap(),
+        other.as_str()
+    );
+    until_synced(&mut third).await;
+    roomy
+        .wait_for("serving the third agent", |s| s["fleet"]["agents"] == 1)
+        .await;
+    assert_eq!(status_of(full.admin)["fleet"]["agents"], 2);
 }

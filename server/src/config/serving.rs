@@ -45,6 +45,11 @@ pub struct FanoutSettings {
     /// After SIGTERM, agents are shed evenly over this long; shorter than `--shutdown-grace`.
     #[serde(with = "duration_text")]
     pub drain_period: Duration,
+    /// A fixed connection target: agents this replica takes before it sends new ones to
+    /// other ready replicas. 0: computed from the nodes and the ready replicas.
+    pub max_agents: u32,
+    /// Headroom of a computed target over an even share of the nodes, in percent: 0 to 1000.
+    pub target_slack_percent: u32,
 }
 
 impl Default for FanoutSettings {
@@ -63,6 +68,8 @@ impl Default for FanoutSettings {
             heartbeat_interval: cattail_proto::DEFAULT_HEARTBEAT_INTERVAL,
             write_timeout: Duration::from_secs(30),
             drain_period: Duration::from_secs(20),
+            max_agents: 0,
+            target_slack_percent: 20,
         }
     }
 }

@@ -27,6 +27,8 @@ pub(crate) struct Drain {
     agents: Mutex<HashMap<u64, CancellationToken>>,
     /// Other ready replicas, `host:port`: what `cattail-try-endpoints` lists.
     try_endpoints: RwLock<Arc<[String]>>,
+    /// How many other replicas are ready (the list may be cut short); `None` until known.
+    ready_others: RwLock<Option<usize>>,
 }
 
 /// One agent stream's place in the registry; dropping it removes the stream.
@@ -107,12 +109,24 @@ impl Drain {
         shed.len()
     }
 
-    /// Sets the replicas agents are sent to.
-    pub(crate) fn set_try_endpoints(&self, endpoints: &[String]) {
+    /// Sets the replicas agents are sent to, and how many other replicas are ready.
+    pub(crate) fn set_try_endpoints(&self, endpoints: &[String], ready_others: usize) {
         *self
             .try_endpoints
             .write()
             .unwrap_or_else(PoisonError::into_inner) = endpoints.into();
+        *self
+            .ready_others
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = Some(ready_others);
+    }
+
+    /// How many other replicas are ready, once known.
+    pub(crate) fn ready_others(&self) -> Option<usize> {
+        *self
+            .ready_others
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The replicas agents are sent to, `host:port` joined by commas (empty if none is known),
@@ -299,7 +313,7 @@ mod tests {
     fn the_try_endpoints_are_joined_by_commas_from_a_start_per_agent() {
         let drain = Drain::default();
         assert_eq!(&*drain.try_endpoints(0), "");
-        drain.set_try_endpoints(&["a:1".into(), "b:1".into(), "c:1".into()]);
+        drain.set_try_endpoints(&["a:1".into(), "b:1".into(), "c:1".into()], 3);
         assert_eq!(&*drain.try_endpoints(0), "a:1,b:1,c:1");
         // Each agent starts somewhere else, so they do not all go to the first replica.
         assert_eq!(&*drain.try_endpoints(4), "b:1,c:1,a:1");

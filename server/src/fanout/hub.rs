@@ -341,6 +341,7 @@ impl Hub {
             "in_sync": self.in_sync(),
             "connected_agents": stats.connected_agents,
             "draining": self.is_draining(),
+            "agent_target": self.agent_target(),
             "try_endpoints": self.try_endpoints().split(',').filter(|e| !e.is_empty()).collect::<Vec<_>>(),
             "log": {"batches": stats.log_batches, "bytes": stats.log_bytes, "oldest": oldest},
             "snapshots_encoded": stats.snapshots_encoded,
@@ -503,9 +504,37 @@ impl Hub {
         self.shared.drain.is_draining()
     }
 
-    /// Sets the other ready replicas (`host:port`) that refused and drained agents are sent to.
-    pub fn set_try_endpoints(&self, endpoints: &[String]) {
-        self.shared.drain.set_try_endpoints(endpoints);
+    /// Sets the other ready replicas (`host:port`) that refused and drained agents are sent to,
+    /// and how many other replicas are ready (for the connection target; the list may be cut).
+    pub fn set_try_endpoints(&self, endpoints: &[String], ready_others: usize) {
+        self.shared.drain.set_try_endpoints(endpoints, ready_others);
+    }
+
+    /// The connection target now (see `target`): fixed, or from the nodes in the store and
+    /// the ready replicas; `None` when there is none.
+    pub fn agent_target(&self) -> Option<usize> {
+        let config = &self.shared.config;
+        let nodes = || {
+            let nodes = Resource::parse("v1/nodes").ok()?;
+            self.shared.read().snapshot.len(&nodes)
+        };
+        let replicas = self.shared.drain.ready_others().map(|others| others + 1);
+        let nodes = if config.max_agents > 0 { None } else { nodes() };
+        super::target::agent_target(
+            config.max_agents,
+            nodes,
+            replicas,
+            config.target_slack_percent,
+        )
+    }
+
+    /// The target, when the replica is at or over it and another replica is ready to take
+    /// the agent; `None` means accept (under the target, no target, or nowhere else to go).
+    pub(crate) fn over_target(&self) -> Option<usize> {
+        let target = self.agent_target()?;
+        let admitted = self.shared.fleet.len();
+        let elsewhere = self.shared.drain.ready_others().unwrap_or(0) > 0;
+        (admitted >= target && elsewhere).then_some(target)
     }
 
     /// The other ready replicas, `host:port` joined by commas; empty when none is known.

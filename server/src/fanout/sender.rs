@@ -166,6 +166,12 @@ where
             Box::pin(self.guarded(async { Ok(admission.admit(&peer, &request).await?) })).await?;
         }
         drop(peer);
+        if let Some(target) = self.hub.over_target() {
+            return Err(Error::OverTarget {
+                target,
+                try_endpoints: self.lease.try_endpoints(),
+            });
+        }
         if !self.hub.in_sync() {
             let wait = self.hub.config().sync_wait_timeout;
             let hub = self.hub.clone();
@@ -551,6 +557,7 @@ fn reason(error: &Error) -> &'static str {
         Error::NotInSync(_) => "not_in_sync",
         Error::ShuttingDown => "shutting_down",
         Error::Draining(_) => "draining",
+        Error::OverTarget { .. } => "over_target",
         Error::WriteTimeout(_) => "write_timeout",
         Error::AgentGone => "agent_gone",
         Error::Unauthenticated(_) => "unauthenticated",
