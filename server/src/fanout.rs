@@ -199,8 +199,10 @@ pub struct FanoutConfig {
     pub write_timeout: Duration,
     /// How long a drain takes to shed every agent ([`Hub::drain`]); zero sheds them at once.
     pub drain_period: Duration,
-    /// A fixed connection target (see `target`); 0 computes it from the nodes.
+    /// A fixed connection target (see `target`); 0 computes it from `agents_per_node`.
     pub max_agents: usize,
+    /// Agents expected per node, for a computed target; 0: no computed target.
+    pub agents_per_node: usize,
     /// Headroom of a computed target, in percent of an even share: 0 to 1000.
     pub target_slack_percent: u32,
 }
@@ -236,6 +238,7 @@ impl FanoutConfig {
             write_timeout: settings.write_timeout,
             drain_period: settings.drain_period,
             max_agents: settings.max_agents as usize,
+            agents_per_node: settings.agents_per_node as usize,
             target_slack_percent: settings.target_slack_percent,
         }
     }
@@ -279,6 +282,12 @@ impl FanoutConfig {
             return Err(format!(
                 "target_message_bytes: {} must be from 1 to max_message_bytes ({})",
                 self.target_message_bytes, self.max_message_bytes
+            ));
+        }
+        if self.agents_per_node > 64 {
+            return Err(format!(
+                "agents_per_node: {} is out of range: use 0 to 64",
+                self.agents_per_node
             ));
         }
         if self.target_slack_percent > 1000 {

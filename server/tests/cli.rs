@@ -85,6 +85,14 @@ fn a_bad_serving_setting_fails_at_start_naming_the_field_and_its_range() {
         ),
         ("fanout:\n  write_timeout: 0s\n", "fanout.write_timeout"),
         (
+            "fanout:\n  agents_per_node: 65\n",
+            "fanout.agents_per_node: 65 is out of range: use 0 to 64",
+        ),
+        (
+            "fanout:\n  target_slack_percent: 2000\n",
+            "fanout.target_slack_percent: 2000 is out of range",
+        ),
+        (
             "grpc:\n  queue: 0\n",
             "grpc.queue: 0 is out of range: use 1 to 64",
         ),

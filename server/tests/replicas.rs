@@ -186,15 +186,9 @@ async fn drain_sheds_agents_gradually_to_the_other_replica(transport: &str) {
         .create(&PostParams::default(), &pod)
         .await
         .unwrap();
-    // No node in this cluster would make the computed target 1 agent: a fixed target keeps
-    // connection targets out of this test (the next test has them).
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("config.yaml");
-    std::fs::write(&config, "fanout:\n  max_agents: 1000\n").unwrap();
-    let config = [format!("--config={}", config.display())];
     let ip = host_ip();
-    let mut draining = Replica::start_with(&env, &ip, transport, &config);
-    let mut staying = Replica::start_with(&env, &ip, transport, &config);
+    let mut draining = Replica::start(&env, &ip, transport);
+    let mut staying = Replica::start(&env, &ip, transport);
     create_endpoint_slice(&env, &draining).await;
     create_endpoint_slice(&env, &staying).await;
     let other = staying.address();
@@ -314,8 +308,8 @@ async fn a_draining_tonic_replica_sheds_its_agents_gradually_to_the_other() {
 
 /// Connection targets: a replica at its target turns a new agent away at the handshake with
 /// `RESOURCE_EXHAUSTED` and the other replica in the trailer, and the agent syncs there. The
-/// other replica's target is computed: 3 nodes over 2 ready replicas, with 20 % headroom, is
-/// ceil(1.8) = 2.
+/// other replica's target is computed: 3 nodes of one agent each over 2 ready replicas, with
+/// 20 % headroom, is ceil(1.8) = 2.
 #[tokio::test]
 async fn an_agent_over_the_target_is_sent_to_a_replica_with_room() {
     let env = TestEnv::start().await.unwrap();
@@ -337,7 +331,14 @@ async fn an_agent_over_the_target_is_sent_to_a_replica_with_room() {
         "native",
         &[format!("--config={}", config.display())],
     );
-    let mut roomy = Replica::start(&env, &ip, "native");
+    let computed = dir.path().join("computed.yaml");
+    std::fs::write(&computed, "fanout:\n  agents_per_node: 1\n").unwrap();
+    let mut roomy = Replica::start_with(
+        &env,
+        &ip,
+        "native",
+        &[format!("--config={}", computed.display())],
+    );
     create_endpoint_slice(&env, &full).await;
     create_endpoint_slice(&env, &roomy).await;
     let other = roomy.address();

@@ -510,19 +510,20 @@ impl Hub {
         self.shared.drain.set_try_endpoints(endpoints, ready_others);
     }
 
-    /// The connection target now (see `target`): fixed, or from the nodes in the store and
-    /// the ready replicas; `None` when there is none.
+    /// The connection target now (see `target`): fixed, or from the nodes in the store, the
+    /// agents per node and the ready replicas; `None` when there is none.
     pub fn agent_target(&self) -> Option<usize> {
         let config = &self.shared.config;
-        let nodes = || {
+        let expected = || {
             let nodes = Resource::parse("v1/nodes").ok()?;
-            self.shared.read().snapshot.len(&nodes)
+            let count = self.shared.read().snapshot.len(&nodes)?;
+            Some(count.saturating_mul(config.agents_per_node))
         };
         let replicas = self.shared.drain.ready_others().map(|others| others + 1);
-        let nodes = if config.max_agents > 0 { None } else { nodes() };
+        let computed = config.max_agents == 0 && config.agents_per_node > 0;
         super::target::agent_target(
             config.max_agents,
-            nodes,
+            if computed { expected() } else { None },
             replicas,
             config.target_slack_percent,
         )

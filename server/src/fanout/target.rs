@@ -1,25 +1,27 @@
 //! The connection target: how many agents this replica takes before it turns new ones away at
 //! the handshake with `RESOURCE_EXHAUSTED` and the replicas to try instead.
 //!
-//! Fixed (`fanout.max_agents`), or computed: the nodes in the store (one agent per node is the
-//! expected fleet) shared over the ready replicas (this one and those of its EndpointSlices),
-//! plus `fanout.target_slack_percent` of headroom, so the targets add up to more than the
-//! fleet and a rolling update or a replica lost still finds room. A replica with no other
-//! ready replica never refuses: an agent always has somewhere to go.
+//! Fixed (`fanout.max_agents`), or computed: the expected fleet (the nodes in the store times
+//! `fanout.agents_per_node`) shared over the ready replicas (this one and those of its
+//! EndpointSlices), plus `fanout.target_slack_percent` of headroom, so the targets add up to
+//! more than the fleet and a rolling update or a replica lost still finds room. Neither set:
+//! no target, since a wrong guess of the fleet would turn agents away everywhere. A replica
+//! with no other ready replica never refuses: an agent always has somewhere to go.
 
 /// The connection target, if there is one: `max_agents` when it is set (not 0); otherwise,
-/// once both are known, `ceil(nodes × (100 + slack_percent) / (100 × replicas))`, at least 1.
+/// once both are known, `ceil(expected × (100 + slack_percent) / (100 × replicas))`, at least
+/// 1, where `expected` is the expected fleet (nodes × agents per node).
 pub fn agent_target(
     max_agents: usize,
-    nodes: Option<usize>,
+    expected: Option<usize>,
     ready_replicas: Option<usize>,
     slack_percent: u32,
 ) -> Option<usize> {
     if max_agents > 0 {
         return Some(max_agents);
     }
-    let (nodes, replicas) = (nodes?, ready_replicas?.max(1));
-    let scaled = u128::from(nodes as u64) * (100 + u128::from(slack_percent));
+    let (expected, replicas) = (expected?, ready_replicas?.max(1));
+    let scaled = u128::from(expected as u64) * (100 + u128::from(slack_percent));
     let target = scaled.div_ceil(100 * replicas as u128);
     Some(usize::try_from(target).unwrap_or(usize::MAX).max(1))
 }
@@ -79,11 +81,18 @@ mod tests {
         assert_eq!(hub.over_target(), None, "no other replica is ready");
         hub.set_try_endpoints(&["10.0.0.2:5473".into()], 1);
         assert_eq!(hub.over_target(), Some(1));
-        // Without a fixed target and without nodes in the store, there is no target.
+        // Without a fixed target or agents per node, there is no target.
         let computed = Fixture::new(FanoutConfig::default());
         computed.hub.set_try_endpoints(&["10.0.0.2:5473".into()], 1);
         let _agent = computed.hub.join_fleet(agent());
         assert_eq!(computed.hub.agent_target(), None);
         assert_eq!(computed.hub.over_target(), None);
+        // Agents per node, but no `v1/nodes` in this store: still none.
+        let no_nodes = Fixture::new(FanoutConfig {
+            agents_per_node: 1,
+            ..FanoutConfig::default()
+        });
+        no_nodes.hub.set_try_endpoints(&["10.0.0.2:5473".into()], 1);
+        assert_eq!(no_nodes.hub.agent_target(), None);
     }
 }
