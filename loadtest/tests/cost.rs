@@ -8,9 +8,7 @@ use std::process::Command;
 fn cost(extra: &[&str]) -> serde_json::Value {
     let out = tempfile::tempdir().unwrap();
     let status = Command::new(env!("CARGO_BIN_EXE_cattail-loadtest"))
-        .args([
-            "cost", "--agents", "10", "--writes", "30", "--rate", "30", "--out",
-        ])
+        .args(["cost", "--agents", "10", "--writes", "30", "--rate", "30", "--out"])
         .arg(out.path())
         .args(extra)
         .env("RUST_BACKTRACE", "0")
