@@ -111,11 +111,17 @@ pub struct ServeArgs {
 
 impl ServeArgs {
     /// The drain period in force: the flag, else the config file's, checked against
-    /// `--shutdown-grace`.
+    /// `--shutdown-grace`. The default (neither set) shrinks to two thirds of a grace period
+    /// too short for it, so a short `--shutdown-grace` alone still starts.
     ///
     /// # Errors
-    /// A message naming both settings when the drain would not end within the grace period.
+    /// A message naming both settings when a drain period that was set would not end within
+    /// the grace period.
     pub fn drain_period(&self, configured: Duration) -> Result<Duration, String> {
+        let default = crate::config::FanoutSettings::default().drain_period;
+        if self.drain_period.is_none() && configured == default {
+            return Ok(default.min(self.shutdown_grace * 2 / 3));
+        }
         let period = self.drain_period.unwrap_or(configured);
         if period >= self.shutdown_grace {
             return Err(format!(
