@@ -40,6 +40,9 @@ use crate::subscription::Subscription;
 /// What the task hands the application at once: the events of one message, or an error.
 type EventBatch = Result<Vec<SubscriptionEvent>>;
 
+/// Refusals with hints in a row that are followed at once, before the backoff applies.
+const MAX_HINTED_HOPS: usize = 4;
+
 /// How many batches may wait for the application before the task stops reading.
 const EVENT_BUFFER: usize = 16;
 
@@ -185,7 +188,11 @@ async fn drive(
             {
                 hinted = rotation.add_hints(&endpoint, hints);
             }
-            if hinted || overloaded_in_a_row < rotation.len() {
+            // Hints are followed at once, but only a few times in a row: replicas that are all
+            // at their targets would otherwise send the agent round them without a pause.
+            if (hinted && overloaded_in_a_row <= MAX_HINTED_HOPS)
+                || overloaded_in_a_row < rotation.len()
+            {
                 Duration::ZERO
             } else {
                 overloaded_in_a_row = 0;
@@ -193,6 +200,14 @@ async fn drive(
             }
         } else {
             overloaded_in_a_row = 0;
+            // A draining server names replicas too: they are tried next, after the backoff
+            // (reset when the stream had synced, so a shed agent moves within a moment).
+            if let Error::Status { status, .. } = &error
+                && let Some(hints) = status.metadata().get(TRY_ENDPOINTS_METADATA)
+                && let Ok(hints) = hints.to_str()
+            {
+                rotation.add_hints(&endpoint, hints);
+            }
             backoff.next_delay(random_u64())
         };
         tracing::warn!(%error, ?delay, "cattail stream ended; reconnecting");

@@ -9,6 +9,8 @@
 //! (`InSync`), and 503 `WaitingForDatastore` before that, so a Service sends no agent to a
 //! replica that would hand it an incomplete snapshot. Losing the API server later does not
 //! make a replica unready: it keeps serving its last state (`cattail_watch_connected` says so).
+//! A draining replica (after SIGTERM) answers 503 `Draining`, so its Service stops sending it
+//! agents and the other replicas stop naming it.
 //! `/metrics` renders the process-wide Prometheus recorder. Nothing here blocks the data path.
 
 mod negotiate;
@@ -109,7 +111,9 @@ pub async fn serve(
 }
 
 async fn readyz(State(state): State<AdminState>) -> impl IntoResponse {
-    if state.sync.get() {
+    if state.status.is_draining() {
+        (StatusCode::SERVICE_UNAVAILABLE, "Draining")
+    } else if state.sync.get() {
         (StatusCode::OK, "InSync")
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "WaitingForDatastore")

@@ -65,6 +65,21 @@ pub struct ServeArgs {
     /// How long to wait for agents and tasks to stop after SIGTERM.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration, env = "CATTAIL_SHUTDOWN_GRACE")]
     pub shutdown_grace: Duration,
+    /// After SIGTERM, shed agents evenly over this long (overrides fanout.drain_period, 20s by
+    /// default); must be shorter than --shutdown-grace.
+    #[arg(long, value_parser = humantime::parse_duration, env = "CATTAIL_DRAIN_PERIOD")]
+    pub drain_period: Option<Duration>,
+    /// The headless Service of the replicas: its ready EndpointSlice addresses are the other
+    /// replicas that refused and drained agents are sent to. Unset: no replica is named.
+    #[arg(long, env = "CATTAIL_REPLICAS_SERVICE")]
+    pub replicas_service: Option<String>,
+    /// The namespace of --replicas-service (in a pod: from the downward API); default: the
+    /// client's namespace (in-cluster, the pod's own).
+    #[arg(long, env = "CATTAIL_NAMESPACE")]
+    pub namespace: Option<String>,
+    /// This replica's own address, left out of the replicas it names (in a pod: status.podIP).
+    #[arg(long, env = "CATTAIL_POD_IP")]
+    pub pod_ip: Option<std::net::IpAddr>,
     /// This replica's name in each agent's Welcome (in a pod: set it from metadata.name).
     #[arg(long, env = "CATTAIL_SERVER_ID", default_value_t = default_server_id())]
     pub server_id: String,
@@ -95,6 +110,31 @@ pub struct ServeArgs {
 }
 
 impl ServeArgs {
+    /// The drain period in force: the flag, else the config file's, checked against
+    /// `--shutdown-grace`. The default (neither set) shrinks to two thirds of a grace period
+    /// too short for it, so a short `--shutdown-grace` alone still starts.
+    ///
+    /// # Errors
+    /// A message naming both settings when a drain period that was set would not end within
+    /// the grace period.
+    pub fn drain_period(&self, configured: Duration) -> Result<Duration, String> {
+        let default = crate::config::FanoutSettings::default().drain_period;
+        if self.drain_period.is_none() && configured == default {
+            return Ok(default.min(self.shutdown_grace * 2 / 3));
+        }
+        let period = self.drain_period.unwrap_or(configured);
+        if period >= self.shutdown_grace {
+            return Err(format!(
+                "the drain period (--drain-period or fanout.drain_period) of {} must be shorter \
+                 than --shutdown-grace ({}): the drain runs within the grace period; shorten the \
+                 drain or raise --shutdown-grace (and terminationGracePeriodSeconds above it)",
+                humantime::format_duration(period),
+                humantime::format_duration(self.shutdown_grace)
+            ));
+        }
+        Ok(period)
+    }
+
     /// Puts the TLS flags that are given over the config file's `tls:` section.
     pub fn apply_tls_flags(&self, tls: &mut TlsConfig) {
         let flags = [

@@ -14,6 +14,7 @@ mod batch;
 mod blocking;
 mod catchup;
 mod digests;
+mod drain;
 mod encode;
 mod fleet;
 mod hello;
@@ -27,6 +28,7 @@ mod resume;
 mod sender;
 mod snapshot;
 mod sync;
+mod target;
 #[cfg(test)]
 mod tests;
 mod topics;
@@ -36,6 +38,7 @@ use std::time::Duration;
 use crate::config::FanoutSettings;
 
 pub use admission::{Admission, AdmissionFuture, AdmissionRequest, Refusal, RequestedSubscription};
+pub use drain::{MIN_SHED_INTERVAL, ShedSchedule};
 pub use fleet::{AgentInfo, AgentRow, FleetReport, LagBasis, LagBuckets, MAX_SLOWEST, NEAR_LAG};
 pub use hub::{Hub, HubStats};
 pub use log::{Log, LogEntry, LogItem, LogLimits};
@@ -45,6 +48,7 @@ pub use peer::{Authorization, MAX_AUTHORIZATION_BYTES, Peer, PeerCertificate};
 pub use resources::ResourceInfo;
 pub use sender::{AgentSender, InboundError, Outbound, Outgoing};
 pub use sync::SyncStatus;
+pub use target::agent_target;
 
 /// Why an agent's stream ended, or why a hub operation failed. The gRPC edge turns each into a
 /// `tonic::Status` in one function (`grpc::status`).
@@ -96,9 +100,24 @@ pub enum Error {
     /// Admission could not check the credentials now (the Kubernetes API failed).
     #[error("{0}")]
     AuthUnavailable(String),
-    /// The server is draining.
+    /// The server is shutting down, without a drain (a critical task failed, or a test).
     #[error("server shutting down; reconnect to another replica with a Resume")]
     ShuttingDown,
+    /// The server is draining: this agent was shed, or is refused. The field is the other
+    /// ready replicas, `host:port` joined by commas (possibly empty).
+    #[error("server draining (shutting down); reconnect to another replica with a Resume{}", try_list(.0))]
+    Draining(std::sync::Arc<str>),
+    /// The replica is at its connection target and other replicas are ready.
+    #[error(
+        "this replica is at its target of {target} agents; connect to another replica{}",
+        try_list(try_endpoints)
+    )]
+    OverTarget {
+        /// The target.
+        target: usize,
+        /// The other ready replicas, `host:port` joined by commas.
+        try_endpoints: std::sync::Arc<str>,
+    },
     /// The agent did not take a message for the whole write timeout.
     #[error("the agent took no message for {0:?}; disconnected")]
     WriteTimeout(Duration),
@@ -111,6 +130,29 @@ pub enum Error {
     /// A background encoding task failed: a server bug.
     #[error("a snapshot encoding task failed: {0}")]
     Task(String),
+}
+
+/// `; try: a:1, b:2`, or nothing without replicas to try.
+fn try_list(endpoints: &str) -> String {
+    if endpoints.is_empty() {
+        return String::new();
+    }
+    format!("; try: {}", endpoints.replace(',', ", "))
+}
+
+impl Error {
+    /// The replicas this error sends the agent to (`host:port` joined by commas), if it is a
+    /// refusal that names them: the `cattail-try-endpoints` trailer.
+    pub fn try_endpoints(&self) -> Option<&str> {
+        match self {
+            Self::Draining(endpoints)
+            | Self::OverTarget {
+                try_endpoints: endpoints,
+                ..
+            } => Some(endpoints),
+            _ => None,
+        }
+    }
 }
 
 /// Result alias for this module.
@@ -155,6 +197,14 @@ pub struct FanoutConfig {
     /// only when HTTP/2 has room for it, so an agent stalled this long is told (and its stream
     /// ended) when it reads again; meanwhile it holds only its connection's buffers.
     pub write_timeout: Duration,
+    /// How long a drain takes to shed every agent ([`Hub::drain`]); zero sheds them at once.
+    pub drain_period: Duration,
+    /// A fixed connection target (see `target`); 0 computes it from `agents_per_node`.
+    pub max_agents: usize,
+    /// Agents expected per node, for a computed target; 0: no computed target.
+    pub agents_per_node: usize,
+    /// Headroom of a computed target, in percent of an even share: 0 to 1000.
+    pub target_slack_percent: u32,
 }
 
 impl Default for FanoutConfig {
@@ -186,6 +236,10 @@ impl FanoutConfig {
             sync_wait_timeout: settings.sync_wait_timeout,
             heartbeat_interval: settings.heartbeat_interval,
             write_timeout: settings.write_timeout,
+            drain_period: settings.drain_period,
+            max_agents: settings.max_agents as usize,
+            agents_per_node: settings.agents_per_node as usize,
+            target_slack_percent: settings.target_slack_percent,
         }
     }
 }
@@ -228,6 +282,18 @@ impl FanoutConfig {
             return Err(format!(
                 "target_message_bytes: {} must be from 1 to max_message_bytes ({})",
                 self.target_message_bytes, self.max_message_bytes
+            ));
+        }
+        if self.agents_per_node > 64 {
+            return Err(format!(
+                "agents_per_node: {} is out of range: use 0 to 64",
+                self.agents_per_node
+            ));
+        }
+        if self.target_slack_percent > 1000 {
+            return Err(format!(
+                "target_slack_percent: {} is out of range: use 0 to 1000",
+                self.target_slack_percent
             ));
         }
         let positive = [

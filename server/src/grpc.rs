@@ -272,9 +272,12 @@ pub fn status(error: &fanout::Error) -> Status {
         E::HelloTimeout(_) => Code::DeadlineExceeded,
         E::NotHello(_) | E::SecondHello | E::Malformed(_) => Code::InvalidArgument,
         E::Hello(error) => error.code(),
-        E::HelloTooLarge { .. } | E::MessageTooLarge(_) => Code::ResourceExhausted,
+        E::HelloTooLarge { .. } | E::MessageTooLarge(_) | E::OverTarget { .. } => {
+            Code::ResourceExhausted
+        }
         E::NotInSync(_)
         | E::ShuttingDown
+        | E::Draining(_)
         | E::WriteTimeout(_)
         | E::AgentGone
         | E::AuthUnavailable(_) => Code::Unavailable,
@@ -282,8 +285,22 @@ pub fn status(error: &fanout::Error) -> Status {
         E::PermissionDenied(_) => Code::PermissionDenied,
         E::Encode(_) | E::Task(_) => Code::Internal,
     };
-    Status::new(code, error.to_string())
+    let mut status = Status::new(code, error.to_string());
+    if let Some(endpoints) = error.try_endpoints() {
+        // Addresses from EndpointSlices are ASCII; anything else is left out, not sent broken.
+        match tonic::metadata::MetadataValue::try_from(endpoints) {
+            Ok(value) => {
+                status.metadata_mut().insert(TRY_ENDPOINTS_METADATA, value);
+            }
+            Err(_) => tracing::warn!(endpoints, "replica addresses that are not ASCII; not sent"),
+        }
+    }
+    status
 }
+
+/// The trailing metadata key that lists other replicas to try, `host:port` joined by commas
+/// (docs/PROTOCOL.md section 10).
+pub const TRY_ENDPOINTS_METADATA: &str = "cattail-try-endpoints";
 
 /// Follows the hub's sync status until shutdown, then ends every health watch.
 async fn report_health(mut reporter: HealthReporter, hub: Hub, shutdown: CancellationToken) {

@@ -8,7 +8,8 @@
 //! [`auth`] (agent identity and authorization, plugged into the fan-out's `Admission` seam).
 //! Lower modules never import higher ones: `config` <- `store` <- `k8s`, and
 //! `store` <- `fanout` <- `tls` <- `grpc`. [`writer`] (the single
-//! task that changes the store) and [`serve`] (everything wired together) sit on top; the
+//! task that changes the store), [`replicas`] (the other ready replicas, for hints) and
+//! [`serve`] (everything wired together) sit on top; the
 //! `cattail` binary (`main.rs`, `args.rs`) only parses flags and handles signals.
 
 pub mod admin;
@@ -18,6 +19,7 @@ pub mod config;
 pub mod fanout;
 pub mod grpc;
 pub mod k8s;
+pub mod replicas;
 pub mod serve;
 pub mod store;
 pub mod tls;

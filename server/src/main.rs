@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 use cattail_server::args::{Cli, Command, LogFormat, ServeArgs, kube_config};
 use cattail_server::config::ServerConfig;
+use cattail_server::replicas::ReplicaSettings;
 use cattail_server::serve::{ServeOptions, serve};
 use cattail_server::tls::ServerTls;
 use clap::Parser;
@@ -94,6 +95,9 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
     options.fanout.server_id = args.server_id.clone();
     options.grpc.transport = args.grpc_transport;
     options.watch.streaming_lists = args.streaming_lists;
+    options.fanout.drain_period = args
+        .drain_period(options.fanout.drain_period)
+        .map_err(anyhow::Error::msg)?;
     // Installed before "listening" is logged, so a signal sent on that line is never missed.
     let signals = (
         signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
@@ -109,10 +113,19 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
     tracing::info!(grpc = %grpc.local_addr()?, admin = %admin.local_addr()?, tls = tls.is_some(), "listening");
 
     options.grpc.tls = tls;
+    options.replicas = args
+        .replicas_service
+        .clone()
+        .map(|service| ReplicaSettings {
+            service,
+            namespace: args.namespace.clone(),
+            own_ip: args.pod_ip,
+            port: args.listen.port(),
+        });
     let shutdown = CancellationToken::new();
     tokio::spawn(handle_signals(
         signals,
-        shutdown.clone(),
+        options.drain.clone(),
         args.shutdown_grace,
     ));
     serve(options, client, grpc, Some(admin), metrics, shutdown, None).await?;
@@ -135,16 +148,16 @@ fn listen(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
     socket.listen(BACKLOG)
 }
 
-/// SIGTERM or SIGINT cancels the root token (drain); a second signal, or the grace period
-/// running out, exits at once.
+/// SIGTERM or SIGINT starts the drain (which then shuts down); a second signal, or the grace
+/// period running out, exits at once.
 async fn handle_signals(
     (mut term, mut int): (Signal, Signal),
-    shutdown: CancellationToken,
+    drain: CancellationToken,
     grace: Duration,
 ) {
     tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
-    tracing::info!(?grace, "shutting down");
-    shutdown.cancel();
+    tracing::info!(?grace, "draining, then shutting down");
+    drain.cancel();
     tokio::select! {
         _ = term.recv() => tracing::warn!("second signal: exiting now"),
         _ = int.recv() => tracing::warn!("second signal: exiting now"),

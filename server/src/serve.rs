@@ -5,6 +5,8 @@
 //! cancelled. Critical tasks are supervised: if a watcher, the writer or an endpoint stops
 //! while the server is meant to run, everything is cancelled and `serve` returns the error,
 //! so the process exits and is restarted instead of serving stale data silently.
+//! Cancelling the drain token ([`ServeOptions::drain`], SIGTERM) sheds the agents over
+//! `fanout.drain_period` first, then cancels the root token.
 
 use std::sync::Arc;
 
@@ -22,6 +24,7 @@ use crate::fanout::{FanoutConfig, Hub, LogLimits, ResourceInfo};
 use crate::grpc::{self, GrpcConfig};
 use crate::k8s::project;
 use crate::k8s::watch::{self, WatchConfig, WatchHealth};
+use crate::replicas::{self, ReplicaSettings};
 use crate::store::Store;
 use crate::writer::Writer;
 
@@ -36,6 +39,12 @@ pub struct ServeOptions {
     pub fanout: FanoutConfig,
     /// gRPC settings.
     pub grpc: GrpcConfig,
+    /// Cancel it to drain: the replica turns not ready, refuses new agents, sheds the
+    /// connected ones over `fanout.drain_period` and then shuts down (cancels `shutdown`).
+    pub drain: CancellationToken,
+    /// Where the other replicas are, for the hint that sends agents to them; `None` sends no
+    /// replica (agents use their own list).
+    pub replicas: Option<ReplicaSettings>,
 }
 
 impl ServeOptions {
@@ -72,6 +81,8 @@ impl ServeOptions {
             watch,
             fanout,
             grpc,
+            drain: CancellationToken::new(),
+            replicas: None,
         })
     }
 }
@@ -203,6 +214,36 @@ pub async fn serve(
             .instrument(tracing::info_span!("admin")),
         );
     }
+
+    if let Some(settings) = options.replicas.clone() {
+        let task = replicas::run(client.clone(), settings, hub.clone(), shutdown.clone());
+        // Not critical: without it, drained agents fall back on their own endpoint lists.
+        tasks.spawn(
+            async move {
+                task.await;
+                Ok("replicas watch".to_owned())
+            }
+            .instrument(tracing::info_span!("replicas")),
+        );
+    }
+
+    let drain = options.drain.clone();
+    let token = shutdown.clone();
+    let drain_hub = hub.clone();
+    let period = options.fanout.drain_period;
+    tasks.spawn(
+        async move {
+            tokio::select! {
+                () = drain.cancelled() => {
+                    drain_hub.drain(period).await;
+                    token.cancel();
+                }
+                () = token.cancelled() => {}
+            }
+            Ok("drain".to_owned())
+        }
+        .instrument(tracing::info_span!("drain")),
+    );
 
     if let Some(ready) = ready {
         let _ = ready.send(handle);

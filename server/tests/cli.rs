@@ -85,6 +85,14 @@ fn a_bad_serving_setting_fails_at_start_naming_the_field_and_its_range() {
         ),
         ("fanout:\n  write_timeout: 0s\n", "fanout.write_timeout"),
         (
+            "fanout:\n  agents_per_node: 65\n",
+            "fanout.agents_per_node: 65 is out of range: use 0 to 64",
+        ),
+        (
+            "fanout:\n  target_slack_percent: 2000\n",
+            "fanout.target_slack_percent: 2000 is out of range",
+        ),
+        (
             "grpc:\n  queue: 0\n",
             "grpc.queue: 0 is out of range: use 1 to 64",
         ),
@@ -208,6 +216,54 @@ fn bad_tls_settings_fail_at_start_naming_the_file_or_field() {
         assert!(!out.status.success(), "{flags:?} should fail");
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(stderr.contains(expected), "{flags:?}: {stderr}");
+    }
+}
+
+#[test]
+fn a_drain_period_not_shorter_than_the_grace_period_fails_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.yaml");
+    std::fs::write(&config, "fanout:\n  drain_period: 45s\n").unwrap();
+    let config = format!("--config={}", config.display());
+    let cases: [&[&str]; 3] = [
+        &["--drain-period=30s"],
+        &["--drain-period=20s", "--shutdown-grace=10s"],
+        &[&config],
+    ];
+    for flags in cases {
+        let out = cattail()
+            .args([
+                "serve",
+                "--kubeconfig",
+                "/nonexistent",
+                "--insecure-plaintext",
+            ])
+            .args(flags)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{flags:?} should fail");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("must be shorter than --shutdown-grace"),
+            "{flags:?}: {stderr}"
+        );
+    }
+    // Within the grace period, the drain is not what stops it: the kubeconfig is. Nor is the
+    // default drain period with a short grace period: it shrinks to fit.
+    let short: [&[&str]; 2] = [&["--drain-period=29s", &config], &["--shutdown-grace=5s"]];
+    for flags in short {
+        let out = cattail()
+            .args([
+                "serve",
+                "--kubeconfig",
+                "/nonexistent",
+                "--insecure-plaintext",
+            ])
+            .args(flags)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("/nonexistent"), "{flags:?}: {stderr}");
     }
 }
 

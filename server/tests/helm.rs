@@ -358,6 +358,20 @@ fn the_chart_deployment_agrees_with_the_server_flags() {
             u64::try_from(grace).unwrap() > args.shutdown_grace.as_secs(),
             "{file}: terminationGracePeriodSeconds must exceed --shutdown-grace"
         );
+        // The drain fits in the grace period, and names this Service's other replicas,
+        // found in the pod's namespace and without the pod's own IP.
+        if let Err(error) = args.drain_period(rendered.config().fanout.drain_period) {
+            panic!("{file}: {error}");
+        }
+        assert_eq!(args.replicas_service, service.metadata.name, "{file}");
+        for (name, path) in [
+            ("CATTAIL_NAMESPACE", "metadata.namespace"),
+            ("CATTAIL_POD_IP", "status.podIP"),
+        ] {
+            let var = container.env.iter().flatten().find(|e| e.name == name);
+            let field = var.and_then(|v| v.value_from.as_ref()?.field_ref.as_ref());
+            assert_eq!(field.map(|f| &*f.field_path), Some(path), "{file}: {name}");
+        }
         let server_id = container
             .env
             .iter()

@@ -1,12 +1,13 @@
 //! [`EndpointRotation`]: which server replica to try next.
 //!
 //! Agents start at a random endpoint, so a fleet spreads across replicas, then go round-robin.
-//! A server at its agent target names other replicas in its refusal; those are tried first,
-//! before the rotation carries on where it was.
+//! A server at its agent target, or draining, names other replicas in its refusal; those are
+//! tried first, before the rotation carries on where it was.
 
 use std::collections::VecDeque;
 
-/// The trailing metadata key in which a server at its target lists other replicas.
+/// The trailing metadata key in which a server at its target, or draining, lists other
+/// replicas.
 pub(crate) const TRY_ENDPOINTS_METADATA: &str = "cattail-try-endpoints";
 
 /// A round-robin over the configured endpoints, plus hints from refusals.

@@ -55,6 +55,11 @@ impl StatusSource {
         }
     }
 
+    /// Whether the replica is draining (shutting down): it is then not ready.
+    pub fn is_draining(&self) -> bool {
+        self.hub.is_draining()
+    }
+
     /// Sets the fleet gauges (`cattail_agents_at_head`, `cattail_agent_oldest_lag_seconds`).
     pub fn refresh_metrics(&self) {
         self.hub.refresh_fleet_metrics();

@@ -42,6 +42,17 @@ pub struct FanoutSettings {
     /// An agent that takes no message for this long is disconnected.
     #[serde(with = "duration_text")]
     pub write_timeout: Duration,
+    /// After SIGTERM, agents are shed evenly over this long; shorter than `--shutdown-grace`.
+    #[serde(with = "duration_text")]
+    pub drain_period: Duration,
+    /// A fixed connection target: agents this replica takes before it sends new ones to
+    /// other ready replicas. 0: computed from `agents_per_node`, or none.
+    pub max_agents: u32,
+    /// Agents expected per node (one per agent DaemonSet): with the nodes in the store and the
+    /// ready replicas, the computed connection target. 0 (the default): none. 0 to 64.
+    pub agents_per_node: u32,
+    /// Headroom of a computed target over an even share of the nodes, in percent: 0 to 1000.
+    pub target_slack_percent: u32,
 }
 
 impl Default for FanoutSettings {
@@ -59,6 +70,10 @@ impl Default for FanoutSettings {
             sync_wait_timeout: Duration::from_secs(20),
             heartbeat_interval: cattail_proto::DEFAULT_HEARTBEAT_INTERVAL,
             write_timeout: Duration::from_secs(30),
+            drain_period: Duration::from_secs(20),
+            max_agents: 0,
+            agents_per_node: 0,
+            target_slack_percent: 20,
         }
     }
 }

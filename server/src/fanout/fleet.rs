@@ -146,6 +146,11 @@ impl Fleet {
         }
     }
 
+    /// Agents listed now.
+    pub(crate) fn len(&self) -> usize {
+        self.lock().len()
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<AgentRecord>>> {
         // Every change is one insert or remove: a panic cannot leave the map half-changed.
         self.agents.lock().unwrap_or_else(PoisonError::into_inner)

@@ -13,6 +13,7 @@ use std::time::{Instant, SystemTime};
 
 use cattail_proto::Digest;
 use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 use crate::config::Resource;
 use crate::store::{Epoch, Published, Revision, Snapshot};
@@ -21,6 +22,7 @@ use super::admission::Admission;
 use super::batch::EncodedBatch;
 use super::blocking::BlockingPool;
 use super::digests::Digests;
+use super::drain::{self, AgentLease, Drain};
 use super::encode;
 use super::fleet::{AgentInfo, Fleet, FleetEntry, FleetReport};
 use super::log::{Log, LogItem};
@@ -91,6 +93,8 @@ struct Shared {
     admission: OnceLock<Arc<dyn Admission>>,
     /// The connected agents, for the fleet view.
     fleet: Arc<Fleet>,
+    /// Every agent stream's token, for a drain; and where to send agents.
+    drain: Arc<Drain>,
 }
 
 /// The fan-out's shared state; cheap to clone (one `Arc`).
@@ -175,6 +179,7 @@ impl Hub {
                 counters: Counters::default(),
                 admission: OnceLock::new(),
                 fleet: Arc::default(),
+                drain: Arc::default(),
             }),
         }
     }
@@ -335,6 +340,9 @@ impl Hub {
             "head": stats.head.get(),
             "in_sync": self.in_sync(),
             "connected_agents": stats.connected_agents,
+            "draining": self.is_draining(),
+            "agent_target": self.agent_target(),
+            "try_endpoints": self.try_endpoints().split(',').filter(|e| !e.is_empty()).collect::<Vec<_>>(),
             "log": {"batches": stats.log_batches, "bytes": stats.log_bytes, "oldest": oldest},
             "snapshots_encoded": stats.snapshots_encoded,
             "frames_encoded": stats.frames_encoded,
@@ -475,6 +483,69 @@ impl Hub {
     pub fn refresh_fleet_metrics(&self) {
         let report = self.fleet_report(0);
         metrics::fleet(report.lag.at_head, report.oldest_lag_seconds);
+    }
+
+    /// Lists an agent stream for a drain until the lease drops. Its token is a child of
+    /// `shutdown`, and comes cancelled once the hub is draining.
+    pub(crate) fn lease(&self, shutdown: &CancellationToken) -> AgentLease {
+        self.shared.drain.lease(shutdown)
+    }
+
+    /// Drains the replica: from now on new agent streams are refused and [`Hub::is_draining`]
+    /// is true; the streams already open are ended a few at a time, evenly over `period`
+    /// (`drain::ShedSchedule`), each told where to go ([`Hub::try_endpoints`]). Returns once
+    /// every stream has ended or the period is over; the caller then shuts down.
+    pub async fn drain(&self, period: std::time::Duration) {
+        drain::run(&self.shared.drain, period).await;
+    }
+
+    /// Whether a drain has started: the replica is not ready and refuses new agents.
+    pub fn is_draining(&self) -> bool {
+        self.shared.drain.is_draining()
+    }
+
+    /// Sets the other ready replicas (`host:port`) that refused and drained agents are sent to,
+    /// and how many other replicas are ready (for the connection target; the list may be cut).
+    pub fn set_try_endpoints(&self, endpoints: &[String], ready_others: usize) {
+        self.shared.drain.set_try_endpoints(endpoints, ready_others);
+    }
+
+    /// The connection target now (see `target`): fixed, or from the nodes in the store, the
+    /// agents per node and the ready replicas; `None` when there is none.
+    pub fn agent_target(&self) -> Option<usize> {
+        let config = &self.shared.config;
+        let expected = || {
+            let nodes = Resource::parse("v1/nodes").ok()?;
+            let count = self.shared.read().snapshot.len(&nodes)?;
+            Some(count.saturating_mul(config.agents_per_node))
+        };
+        let replicas = self.shared.drain.ready_others().map(|others| others + 1);
+        let computed = config.max_agents == 0 && config.agents_per_node > 0;
+        super::target::agent_target(
+            config.max_agents,
+            if computed { expected() } else { None },
+            replicas,
+            config.target_slack_percent,
+        )
+    }
+
+    /// The target, when the replica is at or over it and another replica is ready to take
+    /// the agent; `None` means accept (under the target, no target, or nowhere else to go).
+    pub(crate) fn over_target(&self) -> Option<usize> {
+        let target = self.agent_target()?;
+        let admitted = self.shared.fleet.len();
+        let elsewhere = self.shared.drain.ready_others().unwrap_or(0) > 0;
+        (admitted >= target && elsewhere).then_some(target)
+    }
+
+    /// The other ready replicas, `host:port` joined by commas; empty when none is known.
+    pub fn try_endpoints(&self) -> Arc<str> {
+        self.shared.drain.try_endpoints(0)
+    }
+
+    /// Agent streams open now, from their opening (before the Hello) to their end.
+    pub fn open_streams(&self) -> usize {
+        self.shared.drain.agents()
     }
 
     /// Counts a connected agent until the guard drops.

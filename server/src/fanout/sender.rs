@@ -8,7 +8,7 @@
 //! snapshot once the log no longer holds its cursor. The task wakes only for batches of its
 //! topics (see `topics`). Acks are read while the task waits, and every 500 ms while it is busy
 //! delivering; they are never waited for. Cancel-safety: every wait selects on the shutdown token and
-//! on the agent going away; shutdown ends the stream with `UNAVAILABLE`.
+//! on the agent going away; shutdown, or being shed by a drain, ends the stream with `UNAVAILABLE`.
 
 use std::future::Future;
 use std::time::{Duration, SystemTime};
@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 use crate::store::Revision;
 
 use super::catchup::{self, Plan, Step, heartbeat_piece, synced_piece};
+use super::drain::AgentLease;
 use super::fleet::{AgentInfo, FleetEntry};
 use super::hello::{self, AgentHello};
 use super::message::{MessageSplitter, OutgoingMessage};
@@ -72,7 +73,10 @@ pub struct AgentSender<S> {
     inbound: S,
     inbound_open: bool,
     outbound: Outbound,
+    /// This stream's token: cancelled when the server sheds the agent (drain) or shuts down.
     shutdown: CancellationToken,
+    /// Keeps the stream listed for a drain.
+    lease: AgentLease,
     metrics: AgentMetrics,
     /// Who opened the stream, for admission with the Hello.
     peer: Peer,
@@ -84,7 +88,8 @@ impl<S> AgentSender<S>
 where
     S: Stream<Item = std::result::Result<AgentMessage, InboundError>> + Unpin + Send,
 {
-    /// A sender for `peer`, reading `inbound` and writing to `outbound` until `shutdown`.
+    /// A sender for `peer`, reading `inbound` and writing to `outbound` until `shutdown`, or
+    /// until a drain of the hub sheds it. A stream opened while the hub drains is refused.
     pub fn new(
         hub: Hub,
         peer: Peer,
@@ -92,13 +97,15 @@ where
         outbound: Outbound,
         shutdown: CancellationToken,
     ) -> Self {
+        let lease = hub.lease(&shutdown);
         Self {
             peer,
             hub,
             inbound,
             inbound_open: true,
             outbound,
-            shutdown,
+            shutdown: lease.token.clone(),
+            lease,
             metrics: AgentMetrics::new(),
             fleet: None,
         }
@@ -123,7 +130,9 @@ where
                 tracing::debug!("agent went away");
                 return;
             }
-            Error::ShuttingDown => tracing::debug!("stream ended: shutting down"),
+            Error::ShuttingDown | Error::Draining(_) => {
+                tracing::debug!(%error, "stream ended: shutting down");
+            }
             // Admission has logged why, once, with the identity.
             Error::Unauthenticated(_) | Error::PermissionDenied(_) | Error::AuthUnavailable(_) => {
                 tracing::debug!(%error, "stream ended: not admitted");
@@ -157,6 +166,12 @@ where
             Box::pin(self.guarded(async { Ok(admission.admit(&peer, &request).await?) })).await?;
         }
         drop(peer);
+        if let Some(target) = self.hub.over_target() {
+            return Err(Error::OverTarget {
+                target,
+                try_endpoints: self.lease.try_endpoints(),
+            });
+        }
         if !self.hub.in_sync() {
             let wait = self.hub.config().sync_wait_timeout;
             let hub = self.hub.clone();
@@ -180,7 +195,7 @@ where
         let deadline = self.hub.config().hello_timeout;
         let first = tokio::select! {
             biased;
-            () = self.shutdown.cancelled() => return Err(Error::ShuttingDown),
+            () = self.shutdown.cancelled() => return Err(self.leaving()),
             first = tokio::time::timeout(deadline, self.inbound.next()) => first,
         };
         match first.map_err(|_| Error::HelloTimeout(deadline))? {
@@ -326,7 +341,7 @@ where
             }
             tokio::select! {
                 biased;
-                () = self.shutdown.cancelled() => return Err(Error::ShuttingDown),
+                () = self.shutdown.cancelled() => return Err(self.leaving()),
                 () = self.outbound.closed() => return Err(Error::AgentGone),
                 changed = interest.changed() => {
                     if !changed {
@@ -433,7 +448,7 @@ where
         let item = Box::new(Ok(message));
         tokio::select! {
             biased;
-            () = self.shutdown.cancelled() => return Err(Error::ShuttingDown),
+            () = self.shutdown.cancelled() => return Err(self.leaving()),
             sent = tokio::time::timeout(timeout, self.outbound.send(item)) => match sent {
                 Err(_) => return Err(Error::WriteTimeout(timeout)),
                 Ok(Err(_)) => return Err(Error::AgentGone),
@@ -453,11 +468,20 @@ where
         Ok(())
     }
 
+    /// Why the stream's token was cancelled: a drain (with the replicas to try), or a shutdown.
+    fn leaving(&self) -> Error {
+        if self.hub.is_draining() {
+            Error::Draining(self.lease.try_endpoints())
+        } else {
+            Error::ShuttingDown
+        }
+    }
+
     /// Runs `work` unless the server shuts down or the agent goes away first.
     async fn guarded<T>(&self, work: impl Future<Output = Result<T>>) -> Result<T> {
         tokio::select! {
             biased;
-            () = self.shutdown.cancelled() => Err(Error::ShuttingDown),
+            () = self.shutdown.cancelled() => Err(self.leaving()),
             () = self.outbound.closed() => Err(Error::AgentGone),
             done = work => done,
         }
@@ -532,6 +556,8 @@ fn reason(error: &Error) -> &'static str {
         Error::HelloTooLarge { .. } | Error::MessageTooLarge(_) => "too_large",
         Error::NotInSync(_) => "not_in_sync",
         Error::ShuttingDown => "shutting_down",
+        Error::Draining(_) => "draining",
+        Error::OverTarget { .. } => "over_target",
         Error::WriteTimeout(_) => "write_timeout",
         Error::AgentGone => "agent_gone",
         Error::Unauthenticated(_) => "unauthenticated",

@@ -51,6 +51,7 @@ fn every_error_maps_to_its_documented_code() {
         ),
         (Error::NotInSync(Duration::from_secs(1)), Code::Unavailable),
         (Error::ShuttingDown, Code::Unavailable),
+        (Error::Draining("a:1".into()), Code::Unavailable),
         (
             Error::WriteTimeout(Duration::from_secs(30)),
             Code::Unavailable,
@@ -64,6 +65,36 @@ fn every_error_maps_to_its_documented_code() {
     for (error, code) in cases {
         assert_eq!(status(&error).code(), code, "{error}");
     }
+}
+
+#[test]
+fn a_drain_names_the_replicas_to_try_in_the_message_and_the_trailer() {
+    let draining = status(&Error::Draining("10.0.0.2:5473,10.0.0.3:5473".into()));
+    assert_eq!(
+        draining.message(),
+        "server draining (shutting down); reconnect to another replica with a Resume; \
+         try: 10.0.0.2:5473, 10.0.0.3:5473"
+    );
+    assert_eq!(
+        draining
+            .metadata()
+            .get(super::TRY_ENDPOINTS_METADATA)
+            .unwrap(),
+        "10.0.0.2:5473,10.0.0.3:5473"
+    );
+    // No replica known: the trailer is there and empty, and the message names none.
+    let alone = status(&Error::Draining("".into()));
+    assert!(!alone.message().contains("try:"), "{}", alone.message());
+    assert_eq!(
+        alone.metadata().get(super::TRY_ENDPOINTS_METADATA).unwrap(),
+        ""
+    );
+    assert!(
+        status(&Error::ShuttingDown)
+            .metadata()
+            .get(super::TRY_ENDPOINTS_METADATA)
+            .is_none()
+    );
 }
 
 #[test]

@@ -123,6 +123,29 @@ async fn a_refusal_with_hints_sends_the_agent_to_the_hinted_replica() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_draining_server_sends_the_agent_to_the_hinted_replica_after_the_backoff() {
+    let mut a = Harness::start().await;
+    let mut b = Harness::start().await;
+    let mut metadata = tonic::metadata::MetadataMap::new();
+    let hint = b.endpoint.trim_start_matches("http://").to_owned();
+    metadata.insert(TRY_ENDPOINTS_METADATA, hint.parse().unwrap());
+    a.refuse_next(Status::with_metadata(
+        tonic::Code::Unavailable,
+        format!("server draining (shutting down); try: {hint}"),
+        metadata,
+    ));
+    // Only `a` is configured: `b` is known from the hint alone.
+    let mut events = client(&[&a.endpoint]).subscribe(&subscriptions()).unwrap();
+    let refused = a.accept().await;
+    let hinted = b.accept().await;
+    assert!(hinted.at - refused.at > Duration::ZERO, "after the backoff");
+    let error = next_item(&mut events).await.unwrap_err();
+    assert!(!error.is_overloaded(), "{error}");
+    hinted.send(snapshot(Epoch::from(1), 3)).await;
+    assert_eq!(describe_next(&mut events, 6).await, INITIAL_SYNC);
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_silent_stream_is_abandoned_after_three_heartbeat_intervals() {
     let mut server = Harness::start().await;
     let mut events = client(&[&server.endpoint])

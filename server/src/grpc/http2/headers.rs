@@ -93,6 +93,18 @@ pub(super) fn put_grpc_status(dst: &mut impl BufMut, code: i32, message: &str) {
     put_literal(dst, b"grpc-message", &percent_encode(&message[..end]));
 }
 
+/// Writes the custom metadata of `status` (like `cattail-try-endpoints`), after its
+/// `grpc-status`: each entry a literal field without indexing. Binary (`-bin`) entries are
+/// written as tonic keeps them, base64.
+pub(super) fn put_status_metadata(dst: &mut impl BufMut, status: &tonic::Status) {
+    if status.metadata().is_empty() {
+        return;
+    }
+    for (name, value) in &status.metadata().clone().into_headers() {
+        put_literal(dst, name.as_str().as_bytes(), value.as_bytes());
+    }
+}
+
 /// The bytes the gRPC HTTP/2 spec has `grpc-message` percent-encode: everything outside
 /// printable ASCII (controls and non-ASCII bytes), and `%` itself.
 const GRPC_MESSAGE_ESCAPED: &AsciiSet = &CONTROLS.add(b'%');
@@ -177,6 +189,32 @@ mod tests {
                 ("content-type".into(), "text/plain; charset=utf-8".into()),
             ]
         );
+    }
+
+    #[test]
+    fn a_status_with_metadata_writes_it_after_the_status() {
+        let mut status = tonic::Status::unavailable("server draining");
+        status.metadata_mut().insert(
+            "cattail-try-endpoints",
+            "10.0.0.2:5473,10.0.0.3:5473".parse().unwrap(),
+        );
+        let mut block = Vec::new();
+        put_grpc_status(&mut block, status.code() as i32, status.message());
+        put_status_metadata(&mut block, &status);
+        assert_eq!(
+            decode_all(&block),
+            [
+                ("grpc-status".into(), "14".into()),
+                ("grpc-message".into(), "server draining".into()),
+                (
+                    "cattail-try-endpoints".into(),
+                    "10.0.0.2:5473,10.0.0.3:5473".into()
+                ),
+            ]
+        );
+        let mut block = Vec::new();
+        put_status_metadata(&mut block, &tonic::Status::unavailable("x"));
+        assert!(block.is_empty());
     }
 
     #[test]

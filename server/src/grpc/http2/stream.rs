@@ -432,6 +432,7 @@ impl Stream {
             headers::put_response_head(&mut block, 200, true);
         }
         headers::put_grpc_status(&mut block, status.code() as i32, status.message());
+        headers::put_status_metadata(&mut block, status);
         put_header_frame(
             outbox,
             self.id,
@@ -464,6 +465,7 @@ pub(super) fn put_refusal(outbox: &mut Outbox, stream: u32, status: &Status, pee
     let mut block = Vec::with_capacity(64);
     headers::put_response_head(&mut block, 200, true);
     headers::put_grpc_status(&mut block, status.code() as i32, status.message());
+    headers::put_status_metadata(&mut block, status);
     put_header_frame(outbox, stream, flag::END_HEADERS | flag::END_STREAM, &block);
     if !peer_done {
         outbox.frame(Frame::RstStream {
