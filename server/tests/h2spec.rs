@@ -37,6 +37,7 @@ const TONIC_EXCEPTIONS: &[&str] = &[
     "http2/8.1/1",
     "http2/8.1.2.1/3",
     "http2/8.1.2.6/1",
+    "http2/8.1.2.6/2",
 ];
 /// How long `cattail serve` may take to list the cluster and report ready.
 const READY_WITHIN: Duration = Duration::from_secs(60);
