@@ -25,8 +25,8 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use bytes::Bytes;
 use cattail_server::config::{ResourceConfig, ServerConfig, TlsConfig};
-use cattail_server::fanout::{Hub, ResourceInfo};
-use cattail_server::k8s::project::{self, Projection};
+use cattail_server::fanout::Hub;
+use cattail_server::k8s::project::Projection;
 use cattail_server::k8s::watch::{WatchEvent, WatchInput};
 use cattail_server::serve::ServeOptions;
 use cattail_server::store::{ObjectKey, Store};
@@ -408,15 +408,7 @@ pub async fn serve(config: CostConfig, listen: std::net::SocketAddr) -> anyhow::
         .map(|r| r.resource.clone())
         .collect();
     let store = Store::new(resources);
-    let infos = server_config
-        .resources
-        .iter()
-        .map(|r| ResourceInfo {
-            resource: r.resource.clone(),
-            fingerprint: project::fingerprint(r),
-            scope_field: r.scope.as_ref().map(|s| s.as_str().to_owned()),
-        })
-        .collect();
+    let infos = cattail_server::serve::resource_infos(&server_config);
     let hub = Hub::new(options.fanout.clone(), store.snapshot(), infos);
     let shutdown = CancellationToken::new();
     let (tx, rx) = mpsc::channel(4096);

@@ -113,6 +113,19 @@ pub struct ServerHandle {
     pub sync: SyncStatus,
 }
 
+/// What the hub announces of each configured resource: its fingerprint and scope field.
+pub fn resource_infos(config: &ServerConfig) -> Vec<ResourceInfo> {
+    config
+        .resources
+        .iter()
+        .map(|r| ResourceInfo {
+            resource: r.resource.clone(),
+            fingerprint: project::fingerprint(r),
+            scope_field: r.scope.as_ref().map(|s| s.as_str().to_owned()),
+        })
+        .collect()
+}
+
 /// Runs the server until `shutdown` is cancelled, or until a critical task fails.
 ///
 /// `ready` receives the handle once everything is started (tests use it).
@@ -132,15 +145,7 @@ pub async fn serve(
         .map(|r| r.resource.clone())
         .collect();
     let store = Store::new(resources.clone());
-    let infos = config
-        .resources
-        .iter()
-        .map(|r| ResourceInfo {
-            resource: r.resource.clone(),
-            fingerprint: project::fingerprint(r),
-            scope_field: r.scope.as_ref().map(|s| s.as_str().to_owned()),
-        })
-        .collect();
+    let infos = resource_infos(config);
     tracing::info!(epoch = %store.epoch(), resources = resources.len(), "starting");
     let fanout = FanoutConfig {
         log: LogLimits::from(&config.store),
