@@ -302,14 +302,17 @@ pub fn status(error: &fanout::Error) -> Status {
 /// (docs/PROTOCOL.md section 10).
 pub const TRY_ENDPOINTS_METADATA: &str = "cattail-try-endpoints";
 
-/// Follows the hub's sync status until shutdown, then ends every health watch.
+/// Follows the hub's sync status (`NOT_SERVING` for good once a drain starts) until shutdown,
+/// then ends every health watch.
 async fn report_health(mut reporter: HealthReporter, hub: Hub, shutdown: CancellationToken) {
     let mut in_sync = hub.watch_in_sync();
+    let drain = hub.drain_started();
     loop {
-        let serving = *in_sync.borrow_and_update();
+        let serving = *in_sync.borrow_and_update() && !drain.is_cancelled();
         set_health(&reporter, serving).await;
         tokio::select! {
             () = shutdown.cancelled() => break,
+            () = drain.cancelled(), if !drain.is_cancelled() => {}
             changed = in_sync.changed() => if changed.is_err() { break },
         }
     }

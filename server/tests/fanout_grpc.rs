@@ -29,6 +29,7 @@ on_both_transports!(
     an_idle_stream_gets_heartbeats_at_its_revision,
     a_new_agent_waits_for_sync_and_is_refused_if_it_never_comes,
     shutdown_ends_every_stream_with_unavailable,
+    health_turns_not_serving_when_a_drain_starts,
     a_stalled_agent_does_not_hold_back_the_others,
 );
 
@@ -372,6 +373,41 @@ async fn shutdown_ends_every_stream_with_unavailable(transport: Transport) {
         .unwrap()
         .unwrap();
     assert!(served.is_ok(), "{served:?}");
+}
+
+async fn health_turns_not_serving_when_a_drain_starts(transport: Transport) {
+    let server = TestServer::start_on(config(), transport).await;
+    let mut health = HealthClient::new(server.channel().await);
+    let request = || HealthCheckRequest {
+        service: String::new(),
+    };
+    let check = health.check(request()).await.unwrap().into_inner();
+    assert_eq!(check.status, ServingStatus::Serving as i32);
+    let mut watch = health.watch(request()).await.unwrap().into_inner();
+    let first = tokio::time::timeout(WAIT, watch.message()).await.unwrap();
+    assert_eq!(first.unwrap().unwrap().status, ServingStatus::Serving as i32);
+
+    // No agent is connected, so the drain is over at once; the server itself keeps running.
+    tokio::time::timeout(WAIT, server.hub.drain(Duration::from_secs(5)))
+        .await
+        .unwrap();
+    let next = tokio::time::timeout(WAIT, watch.message()).await.unwrap();
+    assert_eq!(next.unwrap().unwrap().status, ServingStatus::NotServing as i32);
+    let check = health.check(request()).await.unwrap().into_inner();
+    assert_eq!(check.status, ServingStatus::NotServing as i32);
+    // It stays so, even if the hub's sync status changes; the watch ends at shutdown.
+    server.hub.set_in_sync(false);
+    server.hub.set_in_sync(true);
+    let check = health.check(request()).await.unwrap().into_inner();
+    assert_eq!(check.status, ServingStatus::NotServing as i32);
+    server.shutdown.cancel();
+    while let Some(message) = tokio::time::timeout(WAIT, watch.message())
+        .await
+        .unwrap()
+        .unwrap()
+    {
+        assert_eq!(message.status, ServingStatus::NotServing as i32);
+    }
 }
 
 /// A namespace whose value is `bytes` of pseudo-random hex, so that zstd cannot shrink a batch

@@ -23,6 +23,8 @@ pub const MIN_SHED_INTERVAL: Duration = Duration::from_millis(100);
 #[derive(Debug, Default)]
 pub(crate) struct Drain {
     draining: AtomicBool,
+    /// Cancelled when a drain starts, for what must stop serving then (gRPC health).
+    started: CancellationToken,
     next_id: AtomicU64,
     agents: Mutex<HashMap<u64, CancellationToken>>,
     /// Other ready replicas, `host:port`: what `cattail-try-endpoints` lists.
@@ -83,6 +85,12 @@ impl Drain {
     pub(crate) fn start(&self) {
         let _agents = self.lock();
         self.draining.store(true, Ordering::Release);
+        self.started.cancel();
+    }
+
+    /// A token cancelled once a drain starts.
+    pub(crate) fn started(&self) -> CancellationToken {
+        self.started.clone()
     }
 
     /// Whether a drain has started.

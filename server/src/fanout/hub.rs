@@ -504,6 +504,11 @@ impl Hub {
         self.shared.drain.is_draining()
     }
 
+    /// A token cancelled once a drain starts: gRPC health turns `NOT_SERVING` then.
+    pub fn drain_started(&self) -> CancellationToken {
+        self.shared.drain.started()
+    }
+
     /// Sets the other ready replicas (`host:port`) that refused and drained agents are sent to,
     /// and how many other replicas are ready (for the connection target; the list may be cut).
     pub fn set_try_endpoints(&self, endpoints: &[String], ready_others: usize) {

@@ -1,8 +1,10 @@
 //! `grpc.health.v1.Health` on the native transport: `Check` and `Watch` for `""` and
-//! `cattail.v1.Sync`, `SERVING` only while the hub is in sync, as on the tonic transport.
+//! `cattail.v1.Sync`, `SERVING` only while the hub is in sync and not draining, as on the tonic
+//! transport.
 //!
 //! Health calls are rare (probes, operators), so their messages are encoded per call. A Watch
-//! sends the status when it changes and ends, after a last `NOT_SERVING`, at shutdown.
+//! sends the status when it changes, `NOT_SERVING` for good once a drain starts, and ends, after
+//! a last `NOT_SERVING`, at shutdown.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -29,7 +31,11 @@ const MAX_REQUEST_BYTES: usize = 1024;
 pub(super) struct HealthCall {
     state: State,
     hub: Hub,
+    /// For `Watch`: resolves at shutdown, when the watch ends with a last `NOT_SERVING`.
     shutdown: Option<Pin<Box<WaitForCancellationFutureOwned>>>,
+    /// For `Watch`: resolves when a drain starts, from when the status is `NOT_SERVING` for good
+    /// (`None` once it has).
+    drain: Option<Pin<Box<WaitForCancellationFutureOwned>>>,
 }
 
 enum State {
@@ -81,8 +87,9 @@ impl HealthCall {
                 buf: BytesMut::new(),
                 watch,
             },
-            hub,
             shutdown: watch.then(|| Box::pin(shutdown.clone().cancelled_owned())),
+            drain: watch.then(|| Box::pin(hub.drain_started().cancelled_owned())),
+            hub,
         })
     }
 
@@ -126,7 +133,7 @@ impl HealthCall {
                 }
             }
             Ok(service) => State::Check(Some(if known(&service) {
-                Ok(serving(self.hub.in_sync()))
+                Ok(serving(self.hub.in_sync() && !self.hub.is_draining()))
             } else {
                 Err(not_found())
             })),
@@ -152,6 +159,20 @@ impl HealthCall {
                     let send = *last != Some(ServingStatus::NotServing);
                     self.state = State::Done;
                     return Poll::Ready(send.then(|| Ok(message(ServingStatus::NotServing))));
+                }
+                let drained = match &mut self.drain {
+                    Some(drain) => drain.as_mut().poll(cx).is_ready(),
+                    None => true,
+                };
+                if drained {
+                    // Draining: NOT_SERVING until shutdown ends the watch.
+                    self.drain = None;
+                    let now = ServingStatus::NotServing;
+                    if *last == Some(now) {
+                        return Poll::Pending;
+                    }
+                    *last = Some(now);
+                    return Poll::Ready(Some(Ok(message(now))));
                 }
                 loop {
                     let now = match in_sync.poll_next_unpin(cx) {
