@@ -385,14 +385,20 @@ async fn health_turns_not_serving_when_a_drain_starts(transport: Transport) {
     assert_eq!(check.status, ServingStatus::Serving as i32);
     let mut watch = health.watch(request()).await.unwrap().into_inner();
     let first = tokio::time::timeout(WAIT, watch.message()).await.unwrap();
-    assert_eq!(first.unwrap().unwrap().status, ServingStatus::Serving as i32);
+    assert_eq!(
+        first.unwrap().unwrap().status,
+        ServingStatus::Serving as i32
+    );
 
     // No agent is connected, so the drain is over at once; the server itself keeps running.
     tokio::time::timeout(WAIT, server.hub.drain(Duration::from_secs(5)))
         .await
         .unwrap();
     let next = tokio::time::timeout(WAIT, watch.message()).await.unwrap();
-    assert_eq!(next.unwrap().unwrap().status, ServingStatus::NotServing as i32);
+    assert_eq!(
+        next.unwrap().unwrap().status,
+        ServingStatus::NotServing as i32
+    );
     let check = health.check(request()).await.unwrap().into_inner();
     assert_eq!(check.status, ServingStatus::NotServing as i32);
     // It stays so, even if the hub's sync status changes; the watch ends at shutdown.
