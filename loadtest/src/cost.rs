@@ -32,6 +32,7 @@ use cattail_server::serve::ServeOptions;
 use cattail_server::store::{ObjectKey, Store};
 use cattail_server::tls::ServerTls;
 use cattail_server::writer::Writer;
+use json_patch::merge;
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
@@ -117,22 +118,6 @@ fn kind_of(resource: &str) -> &'static str {
         "networking.k8s.io/v1/networkpolicies" => "NetworkPolicy",
         "v1/serviceaccounts" => "ServiceAccount",
         _ => "Unknown",
-    }
-}
-
-/// `value` with `patch` merged in (JSON merge patch, as `Patch::Merge` sends it).
-fn merge(value: &mut Value, patch: &Value) {
-    match (value, patch) {
-        (Value::Object(value), Value::Object(patch)) => {
-            for (key, new) in patch {
-                if new.is_null() {
-                    value.remove(key);
-                } else {
-                    merge(value.entry(key.clone()).or_insert(Value::Null), new);
-                }
-            }
-        }
-        (value, patch) => *value = patch.clone(),
     }
 }
 

@@ -548,11 +548,6 @@ impl Hub {
         self.shared.drain.try_endpoints(0)
     }
 
-    /// Agent streams open now, from their opening (before the Hello) to their end.
-    pub fn open_streams(&self) -> usize {
-        self.shared.drain.agents()
-    }
-
     /// Counts a connected agent until the guard drops.
     pub(crate) fn agent_connected(&self) -> ConnectedGuard {
         let now = self

@@ -371,11 +371,13 @@ where
     /// Moves the agent towards the head by one message (or a resync).
     async fn deliver(&mut self, agent: &AgentHello, cursor: Revision) -> Result<Delivered> {
         let delivered = match catchup::next_deltas(&self.hub, agent, cursor) {
-            Step::UpToDate => Delivered {
-                cursor,
-                sent: false,
-                done: true,
-            },
+            Step::UpToDate => {
+                return Ok(Delivered {
+                    cursor,
+                    sent: false,
+                    done: true,
+                });
+            }
             Step::Deltas {
                 message,
                 cursor,
@@ -383,9 +385,6 @@ where
             } => {
                 let sent = !message.is_empty();
                 self.send(message).await?;
-                if let Some(fleet) = &self.fleet {
-                    fleet.written(cursor);
-                }
                 Delivered {
                     cursor,
                     sent,
@@ -395,19 +394,17 @@ where
             Step::Resync {
                 min_revision,
                 reason,
-            } => {
-                let cursor = Box::pin(self.resync(agent, min_revision, reason)).await?;
-                if let Some(fleet) = &self.fleet {
-                    fleet.written(cursor);
-                }
-                Delivered {
-                    cursor,
-                    sent: true,
-                    // Batches after the snapshot may be in the log.
-                    done: false,
-                }
-            }
+            } => Delivered {
+                cursor: Box::pin(self.resync(agent, min_revision, reason)).await?,
+                sent: true,
+                // Batches after the snapshot may be in the log.
+                done: false,
+            },
         };
+        // Frames up to the cursor went out (an empty message for batches of other nodes too).
+        if let Some(fleet) = &self.fleet {
+            fleet.written(delivered.cursor);
+        }
         Ok(delivered)
     }
 
