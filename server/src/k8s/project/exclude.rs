@@ -10,11 +10,7 @@ use crate::config::{Emptiness, ExcludeRule, Scalar, Test};
 
 /// Whether `object` passes `rule`.
 pub(super) fn matches(rule: &ExcludeRule, object: &Value) -> bool {
-    let value = rule
-        .field
-        .segments()
-        .iter()
-        .try_fold(object, |value, segment| value.get(&segment.name));
+    let value = super::lookup(object, &rule.field);
     match rule.test() {
         Some(Test::Is(Emptiness::Empty)) => is_empty(value),
         Some(Test::Is(Emptiness::NotEmpty)) => !is_empty(value),
